@@ -45,11 +45,9 @@ def check_rank(x, rank: int, name: str, layout: str) -> None:
 
 def check_dtype(x, allowed: Sequence[str], name: str) -> None:
     dtype = np.dtype(x.dtype)
+    kinds = {"floating": np.floating, "integer": np.integer}
     ok = any(
-        (a == "floating" and np.issubdtype(dtype, np.floating))
-        or (a == "integer" and np.issubdtype(dtype, np.integer))
-        or dtype == np.dtype(a)
-        for a in allowed
+        np.issubdtype(dtype, kinds[a]) if a in kinds else dtype == np.dtype(a) for a in allowed
     )
     # bfloat16 is not a NumPy floating subtype.
     if not ok and "floating" in allowed and dtype.name == "bfloat16":

@@ -28,6 +28,13 @@ YCBCR_TO_RGB = np.array(
 )
 
 
+def _apply_3x3(m: np.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+    # Elementwise multiply-adds rather than a K=3 matmul: exact float32 on every backend (no
+    # reduced-precision matmul passes on TPU/GPU) and fused by XLA into neighbouring ops.
+    xs = [x[..., c] for c in range(3)]
+    return jnp.stack([sum(float(m[r, c]) * xs[c] for c in range(3)) for r in range(3)], axis=-1)
+
+
 def rgb_to_ycbcr(rgb: jnp.ndarray, level_shift: bool = False) -> jnp.ndarray:
     """(..., 3) RGB in 0..255 (any dtype) -> (..., 3) float32 YCbCr, no rounding or clipping.
 
@@ -38,10 +45,9 @@ def rgb_to_ycbcr(rgb: jnp.ndarray, level_shift: bool = False) -> jnp.ndarray:
     if rgb.shape[-1] != 3:
         raise ValueError(f"rgb must have 3 channels in the last axis, got shape {rgb.shape}.")
     x = jnp.asarray(rgb, jnp.float32)
-    m = jnp.asarray(RGB_TO_YCBCR, jnp.float32)
     if level_shift:
-        return (x - 128.0) @ m.T
-    return x @ m.T + jnp.asarray(YCBCR_OFFSET, jnp.float32)
+        return _apply_3x3(RGB_TO_YCBCR, x - 128.0)
+    return _apply_3x3(RGB_TO_YCBCR, x) + jnp.asarray(YCBCR_OFFSET, jnp.float32)
 
 
 def ycbcr_to_rgb(ycbcr: jnp.ndarray, level_shift: bool = False) -> jnp.ndarray:
@@ -54,10 +60,9 @@ def ycbcr_to_rgb(ycbcr: jnp.ndarray, level_shift: bool = False) -> jnp.ndarray:
     if ycbcr.shape[-1] != 3:
         raise ValueError(f"ycbcr must have 3 channels in the last axis, got shape {ycbcr.shape}.")
     x = jnp.asarray(ycbcr, jnp.float32)
-    m = jnp.asarray(YCBCR_TO_RGB, jnp.float32)
     if level_shift:
-        return x @ m.T + 128.0
-    return (x - jnp.asarray(YCBCR_OFFSET, jnp.float32)) @ m.T
+        return _apply_3x3(YCBCR_TO_RGB, x) + 128.0
+    return _apply_3x3(YCBCR_TO_RGB, x - jnp.asarray(YCBCR_OFFSET, jnp.float32))
 
 
 def chroma_downsample(x: jnp.ndarray) -> jnp.ndarray:

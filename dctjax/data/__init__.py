@@ -1,0 +1,1 @@
+"""Data: sources (synthetic, tfds, prepared folders), preparation, grain pipeline, statistics."""
