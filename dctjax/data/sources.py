@@ -1,0 +1,283 @@
+"""Random-access image sources, chosen by name: `make_source(name, split, ...)`.
+
+Every source has `len()` and `__getitem__`/`__getitems__` returning dicts
+{'image': (H, W, 3) uint8, 'label': () int32} (label 0 where the dataset has none), plus
+`num_classes` (None when unlabelled). Names:
+  - 'synthetic': the built-in shapes dataset (`dctjax.data.synthetic`);
+  - 'folder' with data_dir=DIR, or DIR itself: a dataset written by `launch/prepare_data.py`;
+  - any tfds builder name ('cifar10', 'celeb_a', 'imagenet_resized/64x64', 'mnist', ...), read
+    like `tfds.data_source` (array_record random access, no TensorFlow). Per-dataset presets
+    (`TFDS_PRESETS`) add crops and default resolutions; grayscale becomes RGB.
+With a resolution, images are centre-cropped and resized (PIL bicubic, antialiased) when their size
+differs. Sources are picklable, so grain worker processes can use them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from dctjax.data import prepare, synthetic
+
+Example = dict[str, np.ndarray]
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+    """The dataset's files are missing; the message says which command prepares them."""
+
+
+class UnknownSplitError(ValueError):
+    """The split does not exist; the message lists the available ones."""
+
+
+class UnknownDatasetError(ValueError):
+    """The name is neither a registered source, a prepared folder, nor a tfds builder."""
+
+
+class RandomAccessSource(Protocol):
+    num_classes: int | None
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Example: ...
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TfdsPreset:
+    """Per-tfds-dataset preprocessing: a fixed crop (top, left, height, width) applied before the
+    resize, and the default output resolution."""
+
+    crop: tuple[int, int, int, int] | None = None
+    resolution: int | None = None
+
+
+# DCTdiff/U-ViT CelebA: the 128x128 box centred at row 121, column 89 of the 218x178 image.
+CELEBA_CROP = (121 - 64, 89 - 64, 128, 128)
+
+TFDS_PRESETS: dict[str, TfdsPreset] = {
+    "cifar10": TfdsPreset(resolution=32),
+    "celeb_a": TfdsPreset(crop=CELEBA_CROP, resolution=64),
+    "imagenet_resized/64x64": TfdsPreset(resolution=64),
+    "imagenet_resized/32x32": TfdsPreset(resolution=32),
+}
+
+
+class ImageSource:
+    """Wraps a random-access source of feature dicts (e.g. a tfds data source) into the common
+    {'image': (R, R, 3) uint8, 'label': () int32} format."""
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        label_key: str | None = None,
+        num_classes: int | None = None,
+        crop: tuple[int, int, int, int] | None = None,
+        resolution: int | None = None,
+        name: str = "",
+    ):
+        self._source = source
+        self.label_key = label_key
+        self.num_classes = num_classes
+        self.crop = crop
+        self.resolution = resolution
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self._source)
+
+    def __getitem__(self, index: int) -> Example:
+        ex = self._source[int(index)]
+        image = prepare.rgb_array(ex["image"])
+        if self.crop is not None:
+            top, left, h, w = self.crop
+            image = image[top : top + h, left : left + w]
+        if self.resolution is not None:
+            image = prepare.resize_array(image, self.resolution)
+        label = 0 if self.label_key is None else ex[self.label_key]
+        return {"image": image, "label": np.int32(label)}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+        return [self[i] for i in indices]
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageSource({self.name!r}, len={len(self)}, resolution={self.resolution}, "
+            f"crop={self.crop}, num_classes={self.num_classes})"
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# Registry
+# ------------------------------------------------------------------------------------------------
+
+SourceFactory = Callable[..., RandomAccessSource]
+_SOURCES: dict[str, SourceFactory] = {}
+
+
+def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Registers factory(split, data_dir=None, resolution=None, **kwargs) under `name`."""
+
+    def register(factory: SourceFactory) -> SourceFactory:
+        if name in _SOURCES:
+            raise ValueError(f"Source {name!r} is already registered.")
+        _SOURCES[name] = factory
+        return factory
+
+    return register
+
+
+def registered_sources() -> list[str]:
+    return sorted(_SOURCES)
+
+
+@register_source("synthetic")
+def _synthetic_source(
+    split: str, data_dir: str | None = None, resolution: int | None = None, **kwargs: Any
+) -> synthetic.SyntheticShapes:
+    del data_dir
+    if split not in synthetic.SPLITS:
+        raise UnknownSplitError(
+            f"Dataset 'synthetic' has no split {split!r}; "
+            f"available splits: {sorted(synthetic.SPLITS)}."
+        )
+    return synthetic.SyntheticShapes(
+        32 if resolution is None else resolution, split=split, **kwargs
+    )
+
+
+@register_source("folder")
+def _folder_source(
+    split: str, data_dir: str | None = None, resolution: int | None = None
+) -> ImageSource:
+    if data_dir is None:
+        raise ValueError("The 'folder' source needs data_dir=<directory written by prepare_data>.")
+    return folder_source(data_dir, split, resolution)
+
+
+def _prepare_command(path: str | os.PathLike) -> str:
+    return f"python launch/prepare_data.py --input=<image folder> --output={path} --resolution=<N>"
+
+
+def _check_split(split: str, available: Sequence[str], dataset: str) -> None:
+    """Checks each base split of a tfds split spec such as 'train[:90%]+test'."""
+    for part in split.split("+"):
+        base = re.sub(r"\[.*\]", "", part).strip()
+        if base not in available:
+            raise UnknownSplitError(
+                f"Dataset {dataset!r} has no split {base!r}; available splits: {sorted(available)}."
+            )
+
+
+def _label_feature(features: Any) -> tuple[str | None, int | None]:
+    label = features["label"] if "label" in features else None
+    if isinstance(label, tfds.features.ClassLabel):
+        return "label", label.num_classes
+    return None, None
+
+
+def folder_source(
+    path: str | os.PathLike, split: str = prepare.SPLIT, resolution: int | None = None
+) -> ImageSource:
+    """A dataset prepared by `dctjax.data.prepare.prepare_folder` (a tfds directory) at `path`."""
+    path = Path(path).expanduser()
+    if not (path / "dataset_info.json").is_file():
+        if (path / prepare.STATE_DIR).is_dir():
+            msg = (
+                f"The preparation of {str(path)!r} is incomplete; rerun the same command to "
+                f"resume it: {_prepare_command(path)}"
+            )
+        else:
+            msg = f"No prepared dataset at {str(path)!r}; prepare it with: {_prepare_command(path)}"
+        raise DatasetNotPreparedError(msg)
+    builder = tfds.builder_from_directory(os.fspath(path))
+    _check_split(split, list(builder.info.splits), str(path))
+    label_key, num_classes = _label_feature(builder.info.features)
+    return ImageSource(
+        builder.as_data_source(split=split),
+        label_key=label_key,
+        num_classes=num_classes,
+        resolution=resolution,
+        name=str(path),
+    )
+
+
+def tfds_source(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    resolution: int | None = None,
+    crop: tuple[int, int, int, int] | None = None,
+) -> ImageSource:
+    """Any tfds dataset with an 'image' feature (and a ClassLabel 'label', if labelled), read from
+    its array_record files as `tfds.data_source` does; `TFDS_PRESETS` supply the defaults for crop
+    and resolution."""
+    preset = TFDS_PRESETS.get(name.split(":")[0], TfdsPreset())
+    try:
+        builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
+    except tfds.core.DatasetNotFoundError:
+        raise UnknownDatasetError(
+            f"Unknown dataset {name!r}: not a registered source {registered_sources()}, not a "
+            "prepared folder (pass its path), and not a tfds builder name."
+        ) from None
+    features = builder.info.features
+    if "image" not in features:
+        raise ValueError(f"tfds dataset {name!r} has no 'image' feature ({list(features)}).")
+    if builder.info.splits:  # empty when not prepared (and under tfds.testing.mock_data)
+        _check_split(split, list(builder.info.splits), name)
+    try:
+        ds = builder.as_data_source(split=split)
+    except Exception as e:
+        if builder.is_prepared():
+            raise
+        raise DatasetNotPreparedError(
+            f"tfds dataset {name!r} is not prepared in array_record format under "
+            f'{builder.data_dir_root}. On a machine with internet, run: python -c "import '
+            f"tensorflow_datasets as tfds; tfds.data_source('{name}', download=True)\" "
+            "(add data_dir=... to choose where), then pass that directory as data_dir."
+        ) from e
+    label_key, num_classes = _label_feature(features)
+    return ImageSource(
+        ds,
+        label_key=label_key,
+        num_classes=num_classes,
+        crop=crop if crop is not None else preset.crop,
+        resolution=resolution if resolution is not None else preset.resolution,
+        name=name,
+    )
+
+
+def _is_path(name: str) -> bool:
+    return (
+        os.path.isabs(name)
+        or name.startswith((".", "~"))
+        or (Path(name) / "dataset_info.json").is_file()
+    )
+
+
+def make_source(
+    name: str,
+    split: str,
+    data_dir: str | None = None,
+    resolution: int | None = None,
+    **kwargs: Any,
+) -> RandomAccessSource:
+    """Returns the random-access source `name` (see the module docstring) for `split`.
+
+    Items: {'image': (R, R, 3) uint8, 'label': () int32}. kwargs go to the registered factory
+    (e.g. num_examples, num_classes, seed for 'synthetic'; crop for tfds datasets).
+    """
+    if name in _SOURCES:
+        return _SOURCES[name](split, data_dir=data_dir, resolution=resolution, **kwargs)
+    if _is_path(name):
+        return folder_source(name, split, resolution, **kwargs)
+    return tfds_source(name, split, data_dir=data_dir, resolution=resolution, **kwargs)

@@ -1,0 +1,109 @@
+"""make_source: tfds datasets (through tfds.testing.mock_data), synthetic, and errors."""
+
+import io
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from array_record.python.array_record_module import ArrayRecordWriter
+from PIL import Image
+
+from dctjax.data import pipeline, sources
+
+
+@pytest.mark.parametrize(
+    "name, resolution, num_classes",
+    [("cifar10", 32, 10), ("celeb_a", 64, None), ("imagenet_resized/64x64", 64, 1000)],
+)
+def test_tfds_datasets_through_pipeline(name, resolution, num_classes):
+    with tfds.testing.mock_data(num_examples=12):
+        src = sources.make_source(name, "train")
+        assert len(src) == 12 and src.num_classes == num_classes
+        ds = pipeline.make_dataset(src, global_batch_size=4, seed=0, num_epochs=1)
+        batches = list(ds)
+    assert len(batches) == 3
+    for b in batches:
+        assert b["image"].shape == (4, resolution, resolution, 3)
+        assert b["image"].dtype == np.uint8
+        assert b["label"].shape == (4,) and b["label"].dtype == np.int32
+    labels = np.concatenate([b["label"] for b in batches])
+    if num_classes is None:
+        np.testing.assert_array_equal(labels, 0)
+    else:
+        assert labels.min() >= 0 and labels.max() < num_classes and len(set(labels)) > 1
+
+
+def _pil_crop_resize(image: np.ndarray, box: tuple[int, int, int, int], size: int) -> np.ndarray:
+    """Independent oracle: PIL crop (left, upper, right, lower), then PIL's bicubic resize."""
+    img = Image.fromarray(image).crop(box)
+    return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+
+
+def test_celeb_a_reference_crop():
+    with tfds.testing.mock_data(num_examples=3):
+        raw = tfds.data_source("celeb_a", split="train", download=False)[2]["image"]
+        ex = sources.make_source("celeb_a", "train")[2]
+    assert raw.shape == (218, 178, 3)
+    # U-ViT/DCTdiff: Crop(x1=121-64, x2=121+64, y1=89-64, y2=89+64) -> img.crop((y1, x1, y2, x2)).
+    expected = _pil_crop_resize(raw, (89 - 64, 121 - 64, 89 + 64, 121 + 64), 64)
+    np.testing.assert_array_equal(ex["image"], expected)
+
+
+def test_tfds_resize_and_grayscale():
+    with tfds.testing.mock_data(num_examples=3):
+        raw = tfds.data_source("cifar10", split="test", download=False)[1]
+        ex = sources.make_source("cifar10", "test", resolution=16)[1]
+        gray = sources.make_source("mnist", "train")[0]["image"]
+    np.testing.assert_array_equal(ex["image"], _pil_crop_resize(raw["image"], (0, 0, 32, 32), 16))
+    assert ex["label"] == raw["label"]
+    assert gray.shape == (28, 28, 3)
+    np.testing.assert_array_equal(gray[..., 0], gray[..., 2])
+
+
+def test_real_array_record_tfds_dir(tmp_path):
+    """A genuine (not mocked) cifar10 array_record directory, written here without download."""
+    features = tfds.builder("cifar10").info.features
+    version_dir = tmp_path / "cifar10" / "3.0.2"
+    version_dir.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    writer = ArrayRecordWriter(str(version_dir / "cifar10-train.array_record-00000-of-00001"), "")
+    for i, image in enumerate(images):
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        ex = {"id": f"train_{i}", "image": png.getvalue(), "label": 7 - i}
+        writer.write(features.serialize_example(ex))
+    writer.close()
+    split = tfds.core.SplitInfo(
+        name="train", shard_lengths=[3], num_bytes=0, filename_template=None
+    )
+    tfds.folder_dataset.write_metadata(
+        data_dir=version_dir, features=features, split_infos=[split], check_data=False
+    )
+    src = sources.make_source("cifar10", "train", data_dir=str(tmp_path))
+    assert len(src) == 3 and src.num_classes == 10
+    for i in range(3):
+        np.testing.assert_array_equal(src[i]["image"], images[i])
+        assert src[i]["label"] == 7 - i
+    assert sources.make_source("cifar10", "train[1:]", data_dir=str(tmp_path))[0]["label"] == 6
+    with pytest.raises(sources.UnknownSplitError, match=r"no split 'test'.*\['train'\]"):
+        sources.make_source("cifar10", "test", data_dir=str(tmp_path))
+
+
+def test_synthetic_through_make_source():
+    src = sources.make_source("synthetic", "test", resolution=16, num_examples=5, num_classes=2)
+    assert len(src) == 5 and src.num_classes == 2
+    assert src[4]["image"].shape == (16, 16, 3)
+
+
+def test_errors(tmp_path):
+    with pytest.raises(sources.UnknownDatasetError, match="no_such_dataset"):
+        sources.make_source("no_such_dataset", "train")
+    with pytest.raises(sources.UnknownSplitError, match=r"\['test', 'train'\]"):
+        sources.make_source("synthetic", "validation")
+    with pytest.raises(sources.DatasetNotPreparedError, match="download=True") as e:
+        sources.make_source("cifar10", "train", data_dir=str(tmp_path / "tfds"))
+    assert isinstance(e.value, FileNotFoundError)
+    with pytest.raises(sources.DatasetNotPreparedError, match="prepare_data.py --input="):
+        sources.make_source(str(tmp_path / "missing"), "train")
+    with pytest.raises(ValueError, match="data_dir"):
+        sources.make_source("folder", "train")
