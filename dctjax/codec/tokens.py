@@ -8,7 +8,7 @@ coefficient is divided by the dataset scalar eta.
 The kept coefficients of a block are a fixed linear map of its B*B pixels: the rows of kron(M, M)
 (M the orthonormal DCT-II matrix) picked by the zigzag order. With the colour transform and the 2x2
 chroma mean also linear, a whole token is an affine map of its 2B x 2B x 3 pixels. The encoder
-uses that directly for B <= 4 (one matmul over uint8 patches); for larger B, where that matrix grows
+uses that directly for B = 2 (one matmul over the patches); for larger B, where that matrix grows
 as B^4, it rearranges uint8 patches into blocks, converts colour elementwise and multiplies each
 block by the (B*B, low_freqs) analysis matrix. The decoder works in the same block layout and
 rearranges the final uint8 pixels, the cheapest place to pay for the transpose.
@@ -35,7 +35,7 @@ from dctjax.codec.dct import dct_matrix, zigzag_order
 
 DECODE_CLIP = 2.0  # The reference clips tokens to +-2 before decoding (its comment says +-1).
 _ROUNDINGS = ("nearest", "truncate")
-_FUSED_MAX_BLOCK = 4  # largest B encoded with the one-matmul-per-token path
+_FUSED_MAX_BLOCK = 2  # largest B encoded with the one-matmul-per-token path
 _HI = jax.lax.Precision.HIGHEST
 
 
@@ -87,16 +87,18 @@ def _encode_blocks(images: jnp.ndarray, b: int, lf: int, eta: float) -> jnp.ndar
     gh, gw = h // (2 * b), w // (2 * b)
     t = gh * gw
     m = RGB_TO_YCBCR
-    # (n, i, r, a, j, q, c, ch) -> (n, i, j, r, q, a, c, ch): the region of token (i, j), in uint8.
+    # (n, i, r, a, j, q, c, ch) -> (n, i, j, r, q, a, c, ch): the region of token (i, j), rearranged
+    # while still uint8. Float32 copies of the full image are the cost here, so the colour transform
+    # reads the uint8 channels directly and chroma is pooled as exact integer 2x2 sums.
     x = images.reshape(n, gh, 2, b, gw, 2, b, 3).transpose(0, 1, 4, 2, 5, 3, 6, 7)
-    x = x.astype(jnp.float32) - 128.0
-    y = (x[..., 0] * m[0, 0] + x[..., 1] * m[0, 1] + x[..., 2] * m[0, 2]).reshape(n, t, 4, b * b)
+    ch = [x[..., k].astype(jnp.float32) for k in range(3)]
+    y = ch[0] * m[0, 0] + ch[1] * m[0, 1] + ch[2] * m[0, 2] - 128.0
     # 4:2:0: region row r*B + a holds chroma row r*B/2 + a//2.
-    c = x.reshape(n, t, 2, 2, b // 2, 2, b // 2, 2, 3).mean(axis=(5, 7))
-    c = c.transpose(0, 1, 2, 4, 3, 5, 6).reshape(n, t, b * b, 3)
-    cb = c[..., 0] * m[1, 0] + c[..., 1] * m[1, 1] + c[..., 2] * m[1, 2]
-    cr = c[..., 0] * m[2, 0] + c[..., 1] * m[2, 1] + c[..., 2] * m[2, 2]
-    blocks = jnp.concatenate([y, cb[:, :, None], cr[:, :, None]], axis=2)  # (n, T, 6, B*B)
+    s = x.reshape(n, t, 2, 2, b // 2, 2, b // 2, 2, 3).astype(jnp.int32).sum(axis=(5, 7))
+    s = s.transpose(0, 1, 2, 4, 3, 5, 6).reshape(n, t, b * b, 3).astype(jnp.float32)
+    cb = (s[..., 0] * m[1, 0] + s[..., 1] * m[1, 1] + s[..., 2] * m[1, 2]) * 0.25
+    cr = (s[..., 0] * m[2, 0] + s[..., 1] * m[2, 1] + s[..., 2] * m[2, 2]) * 0.25
+    blocks = jnp.concatenate([y.reshape(n, t, 4, b * b), cb[:, :, None], cr[:, :, None]], axis=2)
     a = jnp.asarray(_analysis_matrix(b, lf) / eta, jnp.float32)
     return jnp.matmul(blocks, a, precision=_HI).reshape(n, t, 6 * lf)
 
