@@ -21,6 +21,7 @@ The iterator (`iter(dataset)`) is checkpointable: `get_state()`/`set_state()`, o
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import grain
@@ -97,7 +98,8 @@ def make_dataset(
       process_index, process_count: default to jax.process_index() / jax.process_count().
       worker_count: grain worker processes (0: read in this process with threads).
       worker_buffer_size: batches buffered per worker.
-      read_options: grain.ReadOptions for the threaded reads (grain's defaults if None).
+      read_options: grain.ReadOptions for the threaded reads. None: one reader thread per core
+        (grain's default of 16 threads contends for the GIL on small machines).
       representation: if it has a host-side `training_example(image, rng)` (sparse_dct), that
         runs per example in the pipeline; otherwise the pipeline yields uint8 images.
     """
@@ -114,6 +116,8 @@ def make_dataset(
             f"{global_batch_size}."
         )
 
+    if read_options is None:
+        read_options = grain.ReadOptions(num_threads=min(16, os.cpu_count() or 1))
     ds = grain.MapDataset.source(source).seed(seed)
     if shuffle:
         ds = ds.shuffle()
