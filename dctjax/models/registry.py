@@ -1,0 +1,93 @@
+"""Backbones chosen by name (`config.model`): `make_model(name, *, rngs, **kwargs)`.
+
+| name         | class  | input x                  | sizes                          |
+|--------------|--------|--------------------------|--------------------------------|
+| `uvit`       | `UViT` | DCT tokens (N, T, F)     | T XS S M M18 M20 L H           |
+| `uvit_pixel` | `UViT` | pixels (N, H, W, 3), p=4 | T XS S M M18 M20 L H           |
+| `dit`        | `DiT`  | DCT tokens (N, T, F)     | T S B L XL                     |
+
+Every model is called as `model(x, t, y=None)` with t in [0, 1] (the model forms 999 t itself) and
+returns float32 of x's shape. `input_shape` is the representation's per-example shape
+(`representation.shape`), e.g. `make_model('uvit', input_shape=rep.shape, size='S', rngs=...)`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from typing import Any
+
+from flax import nnx
+
+from dctjax.models.dit import DIT_SIZES, DiT
+from dctjax.models.uvit import UVIT_SIZES, UViT
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: the class, the keyword defaults this name adds, and its named sizes."""
+
+    cls: type[nnx.Module]
+    defaults: Mapping[str, Any]
+    sizes: Mapping[str, tuple[int, int, int]]
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str, cls: type[nnx.Module], sizes: Mapping[str, tuple[int, int, int]], **defaults: Any
+) -> None:
+    """Adds `cls` under `name`; `defaults` are keyword arguments `make_model` fills in."""
+    if name in _REGISTRY:
+        raise ValueError(f"model {name!r} is already registered.")
+    _REGISTRY[name] = ModelSpec(cls, dict(defaults), dict(sizes))
+
+
+def unregister(name: str) -> None:
+    """Removes an entry (for tests that register temporary models)."""
+    _REGISTRY.pop(name)
+
+
+def registered_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_sizes(name: str) -> dict[str, tuple[int, int, int]]:
+    """name -> {size: (embed_dim, depth, num_heads)}."""
+    return dict(_spec(name).sizes)
+
+
+def _spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; choose one of {registered_models()}.")
+    return _REGISTRY[name]
+
+
+def make_model(name: str, *, rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
+    """Builds the model `name`; its arguments are checked here, before any compilation."""
+    spec = _spec(name)
+    params = inspect.signature(spec.cls.__init__).parameters
+    valid = sorted(p for p in params if p not in ("self", "rngs"))
+    unknown = set(kwargs) - set(valid)
+    if unknown:
+        raise ValueError(
+            f"model {name!r} takes no argument(s) {sorted(unknown)}; its arguments are {valid}."
+        )
+    missing = [
+        p.name
+        for p in params.values()
+        if p.default is inspect.Parameter.empty
+        and p.name not in ("self", "rngs")
+        and p.name not in kwargs
+        and p.name not in spec.defaults
+    ]
+    if missing:
+        raise ValueError(f"model {name!r} needs {missing} (e.g. input_shape=representation.shape).")
+    return spec.cls(**{**spec.defaults, **kwargs}, rngs=rngs)
+
+
+register("uvit", UViT, UVIT_SIZES)
+register("uvit_pixel", UViT, UVIT_SIZES, patch_size=4)
+register("dit", DiT, DIT_SIZES)
