@@ -1,0 +1,108 @@
+"""The optimiser of the DCTdiff reference (AdamW, linear warm-up, constant LR) and norm helpers.
+
+Reference (spec/dctdiff.md section 10): AdamW b1=0.99, b2=0.99, eps=1e-8, decoupled weight decay
+0.03 on *all* parameters (the reference never uses its `no_weight_decay()`), lr = base * min(t/5000, 1)
+with t = 0 at the first update (so the first update uses lr = 0), no decay, no gradient clipping.
+`optax.adamw` is the PyTorch form p <- p * (1 - lr * wd) - lr * adam(g).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+DEFAULTS: dict[str, Any] = {
+    "lr": None,  # required
+    "warmup_steps": 5000,
+    "b1": 0.99,
+    "b2": 0.99,
+    "eps": 1e-8,
+    "weight_decay": 0.03,
+    "wd_exclude_1d": False,  # True: no decay on biases, norms, 1-D embeddings
+    "grad_clip_norm": None,  # None: no clipping (the reference)
+}
+# Keys that commonly sit in the same config block and are read elsewhere (state.ema_update).
+IGNORED = ("ema_decay",)
+
+
+def _as_dict(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    if hasattr(config, "to_dict"):  # ml_collections.ConfigDict
+        return dict(config.to_dict())
+    if isinstance(config, Mapping):
+        return dict(config)
+    raise TypeError(f"Expected a mapping or ConfigDict, got {type(config).__name__}.")
+
+
+def resolve_config(config: Any = None, **overrides: Any) -> dict[str, Any]:
+    """DEFAULTS updated with `config` then `overrides`; ValueError on unknown keys or missing lr."""
+    given = {**_as_dict(config), **overrides}
+    unknown = sorted(set(given) - set(DEFAULTS) - set(IGNORED))
+    if unknown:
+        raise ValueError(
+            f"Unknown optimiser option(s) {unknown}; valid: {', '.join(DEFAULTS)} "
+            f"(ignored here: {', '.join(IGNORED)})."
+        )
+    out = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
+    if out["lr"] is None:
+        raise ValueError("The optimiser config needs a base learning rate 'lr'.")
+    if out["warmup_steps"] < 0:
+        raise ValueError(f"warmup_steps must be >= 0, got {out['warmup_steps']}.")
+    return out
+
+
+def warmup_constant(lr: float, warmup_steps: int) -> optax.Schedule:
+    """lr * min(step / warmup_steps, 1): 0 at step 0, then constant."""
+    if warmup_steps == 0:
+        return optax.constant_schedule(lr)
+    return optax.linear_schedule(0.0, lr, warmup_steps)
+
+
+def _ndim_above_1(params: Any) -> Any:
+    return jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+
+
+def make_optimizer(
+    config: Any = None, **overrides: Any
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """(tx, lr_schedule) from a config block (mapping/ConfigDict) and/or keyword overrides.
+
+    Keys (defaults = the DCTdiff reference): lr (required), warmup_steps=5000, b1=0.99, b2=0.99,
+    eps=1e-8, weight_decay=0.03, wd_exclude_1d=False, grad_clip_norm=None. `ema_decay` is accepted
+    and ignored; any other key is an error. `lr_schedule(step)` gives the LR of the update that
+    turns `step` into `step + 1` (log it as the step's LR).
+    """
+    c = resolve_config(config, **overrides)
+    schedule = warmup_constant(float(c["lr"]), int(c["warmup_steps"]))
+    tx = optax.adamw(
+        schedule,
+        b1=c["b1"],
+        b2=c["b2"],
+        eps=c["eps"],
+        weight_decay=c["weight_decay"],
+        mask=_ndim_above_1 if c["wd_exclude_1d"] else None,
+    )
+    if c["grad_clip_norm"] is not None:
+        tx = optax.chain(optax.clip_by_global_norm(float(c["grad_clip_norm"])), tx)
+    return tx, schedule
+
+
+def global_norm(tree: Any) -> jax.Array:
+    """L2 norm over all leaves, accumulated in float32."""
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.zeros((), jnp.float32)
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
+
+
+def norm_metrics(grads: Any, params: Any, updates: Any | None = None) -> dict[str, jax.Array]:
+    """{'grad_norm', 'param_norm'[, 'update_norm']} for logging."""
+    out = {"grad_norm": global_norm(grads), "param_norm": global_norm(params)}
+    if updates is not None:
+        out["update_norm"] = global_norm(updates)
+    return out
