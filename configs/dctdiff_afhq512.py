@@ -17,7 +17,7 @@ from configs import common
 def get_config(arg=None):
     c = common.dctdiff_config(
         name="dctdiff_afhq512",
-        dataset="data/afhq512",
+        dataset="./data/afhq512",
         resolution=512,
         block_size=8,
         low_freqs=18,

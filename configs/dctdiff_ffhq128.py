@@ -17,7 +17,7 @@ from configs import common
 def get_config(arg=None):
     c = common.dctdiff_config(
         name="dctdiff_ffhq128",
-        dataset="data/ffhq128",
+        dataset="./data/ffhq128",
         resolution=128,
         block_size=4,
         low_freqs=9,

@@ -17,7 +17,7 @@ from configs import common
 def get_config(arg=None):
     c = common.dctdiff_config(
         name="dctdiff_ffhq256",
-        dataset="data/ffhq256",
+        dataset="./data/ffhq256",
         resolution=256,
         block_size=4,
         low_freqs=8,

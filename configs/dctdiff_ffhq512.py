@@ -17,7 +17,7 @@ from configs import common
 def get_config(arg=None):
     c = common.dctdiff_config(
         name="dctdiff_ffhq512",
-        dataset="data/ffhq512",
+        dataset="./data/ffhq512",
         resolution=512,
         block_size=8,
         low_freqs=18,

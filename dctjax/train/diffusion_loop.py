@@ -250,6 +250,11 @@ def train_and_evaluate(
 
             parameter_overview.log_parameter_overview(st.params.to_pure_dict())
     sample_key = jax.random.key(config.seed + 1)
+    hooks = []
+    if is_main and metrics.clu_writers_available():
+        from clu import periodic_actions
+
+        hooks.append(periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer))
 
     # ---- train loop -----------------------------------------------------------------------------
     sums, count, t0, last_log = None, 0, time.perf_counter(), start
@@ -263,6 +268,8 @@ def train_and_evaluate(
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
                 st, m = step_fn(st, batch)
             step += 1
+            for hook in hooks:
+                hook(step)
             sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
             count += 1
             if schedule.is_periodic(step, config.log_every, total_steps):
