@@ -45,7 +45,7 @@ def get_config(arg=None):
     c.diffusion.prediction = "x0"
     c.optim.update(warmup_steps=100, b1=0.9, b2=0.999)
     c.ema_decay = 0.995
-    c.input.worker_count = 0
+    c.input.worker_count = 2  # ~4,900 images/s from 2 workers vs ~640 consumed: 7.6x
     c.log_every = 50
     c.checkpoint_every = 1000
     c.sample_every = 1000
