@@ -247,7 +247,7 @@ def run_sparse(repeats: int) -> dict:
     n, res, b, q, clip = 8, 256, 8, 75, 1200
     host = make_images(n, res, seed=1)
     images = jax.device_put(host)
-    max_len = 3 * (res // b) ** 2 * b * b // 2 + 1  # every coefficient non-zero, plus STOP
+    max_len = sparse.max_sequence_length((res // b, res // b), b)
     enc = jax.jit(
         functools.partial(
             sparse.images_to_sequence, block_size=b, quality=q, clip=clip, max_len=max_len

@@ -61,7 +61,7 @@ def codec_demo(
     from_tokens = np.asarray(dec(tok))
 
     grid = (resolution // sparse_block_size,) * 2
-    max_len = 3 * grid[0] * grid[1] * sparse_block_size**2 // 2 + 1
+    max_len = sparse.max_sequence_length(grid, sparse_block_size)
     seq = sparse.images_to_sequence(
         images, block_size=sparse_block_size, quality=quality, clip=clip, max_len=max_len
     )

@@ -245,8 +245,7 @@ class SparseDCT(Representation):
         """Static sequence length: `max_len`, or every coefficient non-zero plus STOP."""
         if self.max_len is not None:
             return self.max_len
-        g = self.resolution // self.block_size
-        return 3 * g * g * self.block_size**2 // 2 + 1
+        return sparse.max_sequence_length(self.grid_shape, self.block_size)
 
     @property
     def vocab_sizes(self) -> dict[str, int]:

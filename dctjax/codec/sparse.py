@@ -68,6 +68,14 @@ class SparseSequence(NamedTuple):
     truncated: jax.Array
 
 
+def max_sequence_length(grid_shape: tuple[int, int], block_size: int) -> int:
+    """L' when every coefficient is non-zero: G_h*G_w*B^2 luma + 2 chroma planes at a quarter of
+    that, plus STOP. A static `max_len` that never truncates."""
+    b = _checks.check_block_size(block_size)
+    gh, gw = grid_shape
+    return 3 * gh * gw * b * b // 2 + 1
+
+
 def stop_channel(block_size: int) -> int:
     """Channel id of STOP: 3B^2 (the channel vocabulary is 3B^2 + 1)."""
     b = _checks.check_block_size(block_size)

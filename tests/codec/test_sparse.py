@@ -393,3 +393,10 @@ SEQ = sparse.SparseSequence(
 def test_bad_input_raises(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_max_sequence_length_is_the_all_nonzero_length():
+    from dctjax.codec.sparse import max_sequence_length
+
+    # 4x6 luma blocks of B=4: 24*16 Y + 2 * 6*16 chroma coefficients, plus STOP.
+    assert max_sequence_length((4, 6), 4) == 24 * 16 + 2 * 6 * 16 + 1
