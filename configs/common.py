@@ -70,6 +70,21 @@ def dctdiff_config(
     c.pixel_patch_size = pixel_patch_size
     c.dtype = "float32"  # 'bfloat16': bf16 compute, float32 parameters and optimiser state
 
+    # FID during training (spec §10): from step 50k, every 25k steps, 10k samples with the config's
+    # sampler on the EMA weights, and the best-FID checkpoint is kept. Active once `reference` names
+    # statistics from `python launch/evaluate.py --compute_ref --config=THIS_CONFIG --out=ref.npz`.
+    c.eval = dict(
+        every=25_000,
+        start=50_000,
+        num_samples=10_000,
+        batch_size=128,
+        sampler=None,  # None: c.sample.sampler
+        nfe=None,  # None: c.sample.nfe
+        reference=None,
+        inception_weights=None,  # None: download to the cache; or a .pth / converted .npz path
+        jpeg_quality=None,  # 95 mimics the reference's JPEG samples (spec §11)
+    )
+    c.label_dropout = 0.0  # > 0 (e.g. 0.1) trains a DiT with a null class for CFG sampling
     c.diffusion = dict(beta_min=0.1, beta_max=20.0, snr_scale=snr_scale, prediction="eps")
 
     c.batch_size = batch_size
@@ -93,7 +108,8 @@ def dctdiff_config(
     c.checkpoint_every = 25_000
     c.keep_checkpoints = 3
     c.sample_every = 25_000
-    c.sample = dict(sampler="euler_ode", nfe=50, num=64)
+    c.sample = dict(sampler="dpm_solver", nfe=50, num=64)  # the reference: DPM-Solver, 50 NFE
+    c.sample.guidance = ml_collections.config_dict.placeholder(float)  # CFG scale (label_dropout)
     c.init_from = None
     return c
 
@@ -118,6 +134,7 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
         c.sample.num = 4
         c.sample.nfe = 5
         c.input.worker_count = 0
+        c.eval.every = 0
     if "size" in v:
         c.model_kwargs.size = v.pop("size")
     for key, value in v.items():

@@ -4,6 +4,7 @@ Every source has `len()` and `__getitem__`/`__getitems__` returning dicts
 {'image': (H, W, 3) uint8, 'label': () int32} (label 0 where the dataset has none), plus
 `num_classes` (None when unlabelled). Names:
   - 'synthetic': the built-in shapes dataset (`dctjax.data.synthetic`);
+  - 'idx': MNIST-format idx files in data_dir (default: Debian's Fashion-MNIST location);
   - 'folder' with data_dir=DIR, or DIR itself: a dataset written by `launch/prepare_data.py`;
   - any tfds builder name ('cifar10', 'celeb_a', 'imagenet_resized/64x64', 'mnist', ...), read
     like `tfds.data_source` (array_record random access, no TensorFlow). Per-dataset presets
@@ -162,6 +163,90 @@ def _folder_source(
     if data_dir is None:
         raise ValueError("The 'folder' source needs data_dir=<directory written by prepare_data>.")
     return folder_source(data_dir, split, resolution)
+
+
+IDX_SPLITS = {"train": "train", "test": "t10k"}
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """An MNIST-format idx file (optionally .gz) as a uint8 array: (N, H, W) images or (N,) labels."""
+    import gzip
+
+    opener = gzip.open if os.fspath(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise ValueError(f"{path} is not an unsigned-byte idx file (bad magic number).")
+    ndim = data[3]
+    dims = np.frombuffer(data, ">u4", count=ndim, offset=4).astype(int)
+    array = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if array.size != int(np.prod(dims)):
+        raise ValueError(f"{path}: {array.size} values for the header's shape {tuple(dims)}.")
+    return array.reshape(dims)
+
+
+class IdxSource:
+    """MNIST-format idx files ({train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]) in `data_dir`,
+    e.g. Fashion-MNIST from Debian's `dataset-fashion-mnist`. Grey becomes RGB; with a resolution
+    the 28x28 images are resized (PIL bicubic). The files are read on first access (per process)."""
+
+    def __init__(self, data_dir: str, split: str, resolution: int | None = None, num_classes=10):
+        if split not in IDX_SPLITS:
+            raise UnknownSplitError(
+                f"idx data has no split {split!r}; available splits: {sorted(IDX_SPLITS)}."
+            )
+        stem = IDX_SPLITS[split]
+        self.paths = []
+        for kind in ("images-idx3", "labels-idx1"):
+            found = [Path(data_dir) / f"{stem}-{kind}-ubyte{ext}" for ext in (".gz", "")]
+            found = [p for p in found if p.is_file()]
+            if not found:
+                raise DatasetNotPreparedError(
+                    f"No {stem}-{kind}-ubyte[.gz] in {data_dir}. Fashion-MNIST: `apt-get install "
+                    f"dataset-fashion-mnist` puts it in {FASHION_MNIST_DIR}."
+                )
+            self.paths.append(found[0])
+        self.resolution = resolution
+        self.num_classes = num_classes
+        self._arrays: tuple[np.ndarray, np.ndarray] | None = None
+        self._len = int(np.frombuffer(_idx_header(self.paths[1]), ">u4", count=1, offset=4)[0])
+
+    def _load(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._arrays is None:
+            self._arrays = (read_idx(self.paths[0]), read_idx(self.paths[1]))
+        return self._arrays
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": None}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Example:
+        images, labels = self._load()
+        image = np.repeat(images[int(index)][..., None], 3, axis=-1)
+        if self.resolution is not None and image.shape[0] != self.resolution:
+            image = prepare.resize_array(image, self.resolution)
+        return {"image": image, "label": np.int32(labels[int(index)])}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+        return [self[i] for i in indices]
+
+
+def _idx_header(path: Path) -> bytes:
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        return f.read(8)
+
+
+@register_source("idx")
+def _idx_source(
+    split: str, data_dir: str | None = None, resolution: int | None = None, **kwargs: Any
+) -> IdxSource:
+    return IdxSource(data_dir or FASHION_MNIST_DIR, split, resolution, **kwargs)
 
 
 def _prepare_command(path: str | os.PathLike) -> str:

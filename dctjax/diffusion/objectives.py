@@ -16,6 +16,9 @@ L_x0 = (sigma / alpha)^2 L_eps and L_v = L_eps / alpha^2 (when pred is derived f
 
 `model_fn` receives continuous t of shape (B,) in [0, 1]; the network multiplies by 999 itself
 (`schedules.network_time`). Shapes: x0 (B, ...), e.g. DCT tokens (B, T, F) or pixels (B, H, W, C).
+
+Rectified flow (JiT, `FlowSchedule`, t = 0 noise, t = 1 data): `x_to_velocity` turns an x-prediction
+network into the velocity model the flow samplers call, v-hat = (x-hat - z) / max(1 - t, t_eps).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dctjax.diffusion.schedules import VPSchedule, broadcast_to_data
+from dctjax.diffusion.schedules import FlowSchedule, VPSchedule, broadcast_to_data
 
 ModelFn = Callable[..., jax.Array]
 
@@ -106,6 +109,21 @@ def as_eps_model(model_fn: ModelFn, schedule: VPSchedule, prediction: str = "eps
         return pred.to_eps(schedule, x.astype(jnp.float32), t, out)
 
     return eps_fn
+
+
+def x_to_velocity(x_pred_fn: ModelFn, schedule: FlowSchedule) -> ModelFn:
+    """Wraps an x-prediction network of a rectified flow into model_fn(z, t, *args) -> v-hat (float32).
+
+    v-hat = (x-hat - z) / max(1 - t, t_eps) (spec spectral §3.1; the clamp is active for t > 1 - t_eps and is
+    kept for parity with JiT). z: (B, ...); t: (B,) in [0, 1] with t = 1 the data end.
+    """
+
+    def v_fn(z, t, *args):
+        x_hat = x_pred_fn(z, t, *args).astype(jnp.float32)
+        denom = jnp.maximum(1.0 - jnp.asarray(t, jnp.float32), schedule.t_eps)
+        return (x_hat - z.astype(jnp.float32)) / broadcast_to_data(denom, x_hat)
+
+    return v_fn
 
 
 # ---- loss --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Noise schedules (spec dctdiff §6): the linear VP-SDE with DCTdiff's SNR scaling.
+"""Noise schedules: the linear VP-SDE with DCTdiff's SNR scaling (spec dctdiff §6) and the rectified-flow
+schedule of JiT (`FlowSchedule`, spec spectral §2.2, §3).
 
 Base process, t in [0, 1] (dimensionless), beta_min = b0, beta_max = b1:
 
@@ -166,3 +167,34 @@ class VPSchedule:
         alpha = broadcast_to_data(self.alpha(t), x0)
         sigma = broadcast_to_data(self.sigma(t), x0)
         return alpha * x0 + sigma * eps
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowSchedule:
+    """Rectified flow of JiT (spec spectral §2.2, §3.1): **t = 0 is pure noise, t = 1 is data** (the opposite
+    of `VPSchedule`, where t = 1 is noise).
+
+        z_t = t x + (1 - t) eps,   eps = noise_scale N(0, I),   velocity v = dz_t/dt = x - eps.
+
+    Flow samplers (`samplers.heun`, `samplers.euler_flow`) call model_fn(z, t) -> v-hat with t (B,) in [0, 1];
+    x-prediction networks are wrapped by `objectives.x_to_velocity`, v-hat = (x-hat - z) / max(1 - t, t_eps).
+
+    Attributes:
+      noise_scale: std of eps (1.0 at 256 px, 2.0 at 512 px in JiT). Callers draw z at t = 0 as
+        noise_scale N(0, I) themselves; the samplers only use it through the model.
+      t_eps: clamp of 1 - t in the x -> v conversion (JiT: 0.05).
+    """
+
+    noise_scale: float = 1.0
+    t_eps: float = 0.05
+
+    def __post_init__(self):
+        if not self.noise_scale > 0.0:
+            raise ValueError(f"noise_scale must be > 0, got {self.noise_scale}")
+        if not 0.0 < self.t_eps < 1.0:
+            raise ValueError(f"t_eps must be in (0, 1), got {self.t_eps}")
+
+    def q_sample(self, x: jax.Array, t, noise: jax.Array) -> jax.Array:
+        """z_t = t x + (1 - t) noise_scale noise. x, noise (N(0, I)): (B, ...); t: (B,) or scalar."""
+        t = broadcast_to_data(_as_float(t), x)
+        return t * x + (1.0 - t) * (self.noise_scale * noise)

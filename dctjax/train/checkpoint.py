@@ -225,11 +225,24 @@ class Checkpointer:
         self.close()
 
 
-def _resolve_step_dir(path: str | os.PathLike) -> epath.Path:
+def resolve_step_dir(path: str | os.PathLike, step: int | None = None) -> epath.Path:
+    """The directory of one complete checkpoint.
+
+    `path`: a workdir, its checkpoints directory, or one step's directory. `step`: which step
+    (default: the latest complete one). FileNotFoundError names what is missing.
+    """
     path = epath.Path(path)
     if (path / "state").is_dir():
         return path
     root = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+    if step is not None:
+        try:
+            found = ocp.step.find_step_path(root, ocp.step.standard_name_format(), step=int(step))
+        except ValueError:
+            found = None
+        if found is None or not (found / "state").is_dir():
+            raise FileNotFoundError(f"No checkpoint for step {step} under {path}.")
+        return found
     latest = ocp.step.latest_step_metadata(root, ocp.step.standard_name_format())
     if latest is None:
         raise FileNotFoundError(f"No complete checkpoint under {path}.")
@@ -240,6 +253,21 @@ def _abstract_like(tree: Any) -> Any:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
 
 
+def restore_weights(step_dir: str | os.PathLike, target: dict[str, Any]) -> dict[str, Any]:
+    """Restores only the state entries named in `target` (e.g. {'ema_params': abstract_tree}).
+
+    `target` leaves are `jax.ShapeDtypeStruct`s with shardings; the optimiser state is not read.
+    """
+    return ocp.PyTreeCheckpointer().restore(
+        epath.Path(step_dir) / "state",
+        args=ocp.args.PyTreeRestore(
+            item=target,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+            partial_restore=True,
+        ),
+    )
+
+
 def init_from(path: str | os.PathLike, state: Any, *, use_ema_for_params: bool = False) -> Any:
     """`state` with params and ema_params loaded from a checkpoint (weights-only fine-tuning).
 
@@ -247,19 +275,12 @@ def init_from(path: str | os.PathLike, state: Any, *, use_ema_for_params: bool =
     shardings come from `state`; step, optimiser state and rng are kept (a fresh run's).
     `use_ema_for_params`: start both params and EMA from the checkpoint's EMA weights.
     """
-    step_dir = _resolve_step_dir(path)
+    step_dir = resolve_step_dir(path)
     target = {
         "params": _abstract_like(state.params),
         "ema_params": _abstract_like(state.ema_params),
     }
-    restored = ocp.PyTreeCheckpointer().restore(
-        step_dir / "state",
-        args=ocp.args.PyTreeRestore(
-            item=target,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-            partial_restore=True,
-        ),
-    )
+    restored = restore_weights(step_dir, target)
     logging.info("Initialised params and EMA from %s.", step_dir)
     ema = restored["ema_params"]
     params = jax.tree.map(lambda x: x.copy(), ema) if use_ema_for_params else restored["params"]

@@ -9,9 +9,12 @@ config (see configs/common.py) and the registries (representations, models, samp
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+import shutil
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -23,11 +26,11 @@ from PIL import Image
 
 from dctjax import representations
 from dctjax.data import pipeline, sources
-from dctjax.diffusion.generate import generate
 from dctjax.diffusion.objectives import diffusion_loss, get_prediction
 from dctjax.diffusion.samplers import get_sampler
 from dctjax.diffusion.schedules import VPSchedule
 from dctjax.models import make_model
+from dctjax.sampling import STATS_COPY, WorkdirSampler, image_grid
 from dctjax.train import checkpoint, metrics, optim, schedule, sharding
 from dctjax.train import state as state_lib
 
@@ -52,10 +55,15 @@ class Setup:
     diffusion: VPSchedule
     loss_weights: Any
     conditional: bool
+    num_classes: int = 0
+    null_label: int | None = None  # the null class of a CFG-capable model
 
 
-def build(config: ml_collections.ConfigDict) -> Setup:
-    """Validates the config and builds the pure pieces. Raises ValueError naming the bad field."""
+def build(config: ml_collections.ConfigDict, *, check_batch: bool = True) -> Setup:
+    """Validates the config and builds the pure pieces. Raises ValueError naming the bad field.
+
+    check_batch: check that batch_size splits over the devices (off when only sampling).
+    """
     rep = representations.from_config(config)
     num_classes = int(config.dataset.get("num_classes") or 0)
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}.get(config.dtype)
@@ -80,8 +88,17 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         return nnx.state(new_model(key), nnx.Param)
 
     get_sampler(config.sample.sampler)  # unknown sampler: error now, not at the first grid
+    label_dropout = float(config.get("label_dropout") or 0.0)
+    null_label = num_classes if num_classes and getattr(abstract, "null_class", False) else None
+    if label_dropout and null_label is None:
+        raise ValueError(
+            f"label_dropout={label_dropout} needs a class-conditional model with a null class "
+            "(dataset.num_classes > 0 and a model with null_class, e.g. 'dit')."
+        )
+    if not 0.0 <= label_dropout < 1.0:
+        raise ValueError(f"label_dropout must be in [0, 1), got {label_dropout}.")
     get_prediction(config.diffusion.prediction)
-    if config.batch_size % jax.device_count():
+    if check_batch and config.batch_size % jax.device_count():
         raise ValueError(
             f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices; "
             "use a multiple of the device count."
@@ -98,16 +115,24 @@ def build(config: ml_collections.ConfigDict) -> Setup:
         diffusion=VPSchedule(d.beta_min, d.beta_max, d.snr_scale),
         loss_weights=None if weights is None else jnp.asarray(weights),
         conditional=num_classes > 0,
+        num_classes=num_classes,
+        null_label=null_label,
     )
 
 
 def make_train_step(setup: Setup, config: ml_collections.ConfigDict):
     """The pure update: (state, batch) -> (state, metrics). Randomness is fold_in(rng, step)."""
     rep, graphdef = setup.representation, setup.graphdef
+    label_dropout = float(config.get("label_dropout") or 0.0)
 
     def train_step(st: state_lib.TrainState, batch: dict) -> tuple[state_lib.TrainState, dict]:
         x0 = rep.encode(batch["image"])
         labels = batch["label"] if setup.conditional else None
+        if labels is not None and label_dropout > 0:  # to the null class, for CFG (spec §9.3)
+            drop = jax.random.bernoulli(
+                jax.random.fold_in(st.step_key(), 1), label_dropout, labels.shape
+            )
+            labels = jnp.where(drop, setup.num_classes, labels)
 
         def loss_fn(params):
             model = nnx.merge(graphdef, params)
@@ -140,29 +165,93 @@ def _source(config: ml_collections.ConfigDict):
         raise sources.DatasetNotPreparedError(f"{e}\n{hint}" if hint else str(e)) from None
 
 
-def sample_grid(setup: Setup, params: Any, config, key: jax.Array, step: int) -> np.ndarray:
-    """A grid of `config.sample.num` samples from `params` (the EMA weights), uint8 (H', W', 3)."""
-    s = config.sample
+def sample_grid(sampler: WorkdirSampler, params: Any, key: jax.Array, step: int) -> np.ndarray:
+    """A grid of `config.sample.num` samples from `params` (the EMA weights), uint8 (H', W', 3).
+
+    Class-conditional models get one class per grid row (0, 1, 2, ...); `config.sample.guidance`
+    (optional) applies classifier-free guidance.
+    """
+    s = sampler.config.sample
     n = int(s.num)
-    labels = None
-    if setup.conditional:
-        labels = jnp.arange(n, dtype=jnp.int32) % int(config.dataset.num_classes)
-
-    @jax.jit
-    def run(params, key):
-        model = nnx.merge(setup.graphdef, params)
-        return generate(
-            model, setup.representation, setup.diffusion, key, n,
-            sampler=s.sampler, nfe=int(s.nfe), labels=labels,
-            prediction=config.diffusion.prediction,
-        )  # fmt: skip
-
-    images = np.asarray(jax.device_get(run(params, jax.random.fold_in(key, step))))
     cols = int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    pad = np.zeros((rows * cols - n, *images.shape[1:]), np.uint8)
-    images = np.concatenate([images, pad]).reshape(rows, cols, *images.shape[1:])
-    return np.concatenate(np.concatenate(images, axis=1), axis=1)
+    labels = None
+    if sampler.num_classes:
+        labels = (np.arange(n, dtype=np.int32) // cols) % sampler.num_classes
+    sampler.params, sampler.step = jax.device_put(params, sharding.replicated(sampler.mesh)), step
+    images = sampler.sample(
+        jax.random.fold_in(key, step), n, labels=labels, guidance=s.get("guidance"), batch_size=n
+    )
+    return image_grid(images)
+
+
+def _workdir_sampler(config: ml_collections.ConfigDict, setup: Setup, mesh) -> WorkdirSampler:
+    return WorkdirSampler(
+        config=config, setup=setup, params=None, step=0, mesh=mesh,
+        num_classes=setup.num_classes, null_label=setup.null_label,
+    )  # fmt: skip
+
+
+def _keep_stats_copy(config: ml_collections.ConfigDict, workdir: str) -> None:
+    """Copies a stats JSON next to the checkpoints so the run samples on another machine too."""
+    stats = (config.get("representation_kwargs") or {}).get("stats")
+    if isinstance(stats, str) and stats.endswith(".json") and os.path.exists(stats):
+        shutil.copyfile(stats, os.path.join(workdir, STATS_COPY))
+
+
+def _eval_due(e: ml_collections.ConfigDict, step: int, total_steps: int) -> bool:
+    return step >= int(e.get("start") or 0) and schedule.is_periodic(step, e.every, total_steps)
+
+
+def make_fid_evaluation(
+    config: ml_collections.ConfigDict, setup: Setup, mesh: jax.sharding.Mesh
+) -> Callable[[Any, int], dict[str, float]] | None:
+    """The periodic FID evaluation of `config.eval` (spec §10): (ema_params, step) -> metrics.
+
+    None when `eval.every` is 0 or no reference statistics are configured. The reference file and
+    the Inception weights are loaded here, before the train step compiles, so a missing file fails
+    the run at start-up.
+    """
+    e = config.get("eval")
+    if not e or not e.get("every"):
+        return None
+    if not e.get("reference"):
+        logging.warning(
+            "FID evaluation is off: set config.eval.reference to statistics written by "
+            "`python launch/evaluate.py --compute_ref --config=CONFIG --out=ref.npz`."
+        )
+        return None
+    from dctjax.eval.evaluators import FidEvaluator
+    from dctjax.eval.inception import load_inception
+    from dctjax.eval.metrics import load_reference
+
+    if not os.path.exists(e.reference):
+        raise FileNotFoundError(
+            f"config.eval.reference={e.reference} does not exist; write it with "
+            f"`python launch/evaluate.py --compute_ref --config=CONFIG --out={e.reference}`."
+        )
+    reference = load_reference(e.reference)
+    batch_size = -(-int(e.batch_size) // mesh.size) * mesh.size  # a multiple of the devices
+    extractor = load_inception(e.get("inception_weights"), batch_size=batch_size, mesh=mesh)
+    evaluator = FidEvaluator(
+        extractor, reference, int(e.num_samples), batch_size, e.get("jpeg_quality")
+    )
+    sampler = _workdir_sampler(config, setup, mesh)
+    repl = sharding.replicated(mesh)
+    key = jax.random.key(int(config.seed) + 2)
+
+    def evaluate(ema_params: Any, step: int) -> dict[str, float]:
+        sampler.params, sampler.step = jax.device_put(ema_params, repl), step
+        sample_fn = functools.partial(
+            sampler.sample,
+            sampler=e.get("sampler") or config.sample.sampler,
+            nfe=int(e.get("nfe") or config.sample.nfe),
+            batch_size=batch_size,
+        )
+        metrics_ = evaluator.evaluate(lambda k, n: sample_fn(k, n), key)
+        logging.info("step %d: %s (settings %s)", step, metrics_, evaluator.settings)
+        return metrics_
+
+    return evaluate
 
 
 def train_and_evaluate(
@@ -218,7 +307,12 @@ def train_and_evaluate(
         logging.info("compile_only: %s", report)
         return report
 
+    # ---- evaluation (reference statistics and Inception weights are read now) -------------------
+    fid_evaluation = make_fid_evaluation(config, setup, mesh)
+
     # ---- input ----------------------------------------------------------------------------------
+    if is_main:
+        _keep_stats_copy(config, workdir)
     source = _source(config)
     dataset = pipeline.make_dataset(
         source,
@@ -231,7 +325,12 @@ def train_and_evaluate(
 
     # ---- resume ---------------------------------------------------------------------------------
     writer = metrics.make_writer(workdir, is_main)
-    ckpt = checkpoint.Checkpointer(workdir, keep=config.keep_checkpoints, config=config)
+    ckpt = checkpoint.Checkpointer(
+        workdir,
+        keep=config.keep_checkpoints,
+        config=config,
+        best_metric="fid" if fid_evaluation else None,
+    )
     restored = ckpt.restore_latest(abstract_state, iterator)
     if restored is not None:
         st, start = restored
@@ -250,6 +349,7 @@ def train_and_evaluate(
 
             parameter_overview.log_parameter_overview(st.params.to_pure_dict())
     sample_key = jax.random.key(config.seed + 1)
+    grid_sampler = _workdir_sampler(config, setup, mesh)
     hooks = []
     if is_main and metrics.clu_writers_available():
         from clu import periodic_actions
@@ -281,17 +381,22 @@ def train_and_evaluate(
                 scalars["images_per_s"] = count * config.batch_size / dt
                 writer.write_scalars(step, scalars)
                 sums, count, t0, last_log = None, 0, time.perf_counter(), step
+            eval_metrics = None
+            if fid_evaluation and _eval_due(config.eval, step, total_steps):
+                eval_metrics = fid_evaluation(st.ema_params, step)
+                writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
             preempted = ckpt.reached_preemption(step)
-            if preempted or schedule.is_periodic(step, config.checkpoint_every, total_steps):
+            periodic = schedule.is_periodic(step, config.checkpoint_every, total_steps)
+            if preempted or periodic or eval_metrics is not None:
                 if sums is not None:  # never save a state that went non-finite
                     metrics.check_finite(jax.device_get(sums), step, first_step=last_log + 1)
-                ckpt.save(step, st, iterator)
+                ckpt.save(step, st, iterator, metrics=eval_metrics)
                 if preempted:
                     ckpt.wait_until_finished()
                     logging.warning("Preempted at step %d: checkpoint saved, exiting.", step)
                     raise Preempted(step)
             if schedule.is_periodic(step, config.sample_every, total_steps):
-                grid = sample_grid(setup, st.ema_params, config, sample_key, step)
+                grid = sample_grid(grid_sampler, st.ema_params, sample_key, step)
                 writer.write_images(step, {"samples": grid[None]})
                 if is_main:
                     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)

@@ -1,6 +1,7 @@
 """make_source: tfds datasets (through tfds.testing.mock_data), synthetic, and errors."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -107,3 +108,44 @@ def test_errors(tmp_path):
         sources.make_source(str(tmp_path / "missing"), "train")
     with pytest.raises(ValueError, match="data_dir"):
         sources.make_source("folder", "train")
+
+
+def _write_idx(path, array):
+    import gzip
+
+    header = bytes([0, 0, 8, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, np.uint8).tobytes())
+
+
+def test_idx_source_reads_mnist_format(tmp_path):
+    """Files in the MNIST idx format (header per LeCun's spec), written here; the reader is checked
+    against the arrays and, where Debian's Fashion-MNIST is installed, against its known sizes."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, 7, dtype=np.uint8)
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", images)
+    _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels)
+    src = sources.make_source("idx", "test", data_dir=str(tmp_path))
+    assert len(src) == 7
+    ex = src[3]
+    assert ex["image"].shape == (28, 28, 3) and ex["label"] == labels[3]
+    np.testing.assert_array_equal(ex["image"][..., 1], images[3])
+    src32 = pickle.loads(
+        pickle.dumps(sources.make_source("idx", "test", data_dir=str(tmp_path), resolution=32))
+    )
+    assert src32[0]["image"].shape == (32, 32, 3)
+    with pytest.raises(sources.DatasetNotPreparedError, match="dataset-fashion-mnist"):
+        sources.make_source("idx", "train", data_dir=str(tmp_path))
+    with pytest.raises(sources.UnknownSplitError):
+        sources.make_source("idx", "validation", data_dir=str(tmp_path))
+    (tmp_path / "bad").mkdir()
+    with open(tmp_path / "bad" / "x", "wb") as f:
+        f.write(b"\x00\x00\x0d\x01\x00\x00\x00\x01\x00")
+    with pytest.raises(ValueError, match="magic"):
+        sources.read_idx(tmp_path / "bad" / "x")
+    if os.path.isdir(sources.FASHION_MNIST_DIR):
+        fm = sources.make_source("idx", "test")
+        assert len(fm) == 10_000 and fm[0]["image"].shape == (28, 28, 3)

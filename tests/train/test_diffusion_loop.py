@@ -14,28 +14,14 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from configs import dctdiff_afhq512, quickstart
+from configs import dctdiff_afhq512
 from dctjax.data import sources
 from dctjax.diffusion.generate import generate
 from dctjax.train import checkpoint, diffusion_loop, sharding
 from dctjax.train import state as state_lib
+from tests.helpers import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def tiny_config(**overrides):
-    c = quickstart.get_config("runlocal")
-    c.dataset.num_examples = 64
-    c.model_kwargs.update(embed_dim=32, depth=2, num_heads=2)
-    c.sample.update(num=4, nfe=3)
-    c.checkpoint_every = 2
-    c.log_every = 2
-    c.sample_every = 4
-    c.total_steps = 4
-    c.keep_checkpoints = 10
-    for k, v in overrides.items():
-        c[k] = v
-    return c
 
 
 def _tree_equal(a, b):
