@@ -85,7 +85,13 @@ def dctdiff_config(
         jpeg_quality=None,  # 95 mimics the reference's JPEG samples (spec §11)
     )
     c.label_dropout = 0.0  # > 0 (e.g. 0.1) trains a DiT with a null class for CFG sampling
-    c.diffusion = dict(beta_min=0.1, beta_max=20.0, snr_scale=snr_scale, prediction="eps")
+    c.diffusion = dict(
+        beta_min=0.1,
+        beta_max=20.0,
+        snr_scale=snr_scale,
+        prediction="eps",
+        loss_weighting="representation",  # the representation's weights (EBFR); or 'inverse_variance'
+    )
 
     c.batch_size = batch_size
     c.total_steps = total_steps

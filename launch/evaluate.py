@@ -228,9 +228,13 @@ def write_json(results: dict, path: str) -> None:
 
 
 def _feature_fn():
+    """The FID Inception, its batches split over every device (batch size rounded up to fit)."""
     from dctjax.eval.inception import load_inception
+    from dctjax.train import sharding
 
-    return load_inception(FLAGS.inception_weights)
+    mesh = sharding.make_mesh()
+    batch_size = -(-FLAGS.batch_size // mesh.size) * mesh.size
+    return load_inception(FLAGS.inception_weights, batch_size=batch_size, mesh=mesh)
 
 
 def evaluate_workdir(

@@ -153,6 +153,24 @@ def make_train_step(setup: Setup, config: ml_collections.ConfigDict):
     return train_step
 
 
+def inverse_variance_weights(
+    representation: Any, source: Any, num: int = 2048, power: float = 1.0
+) -> np.ndarray:
+    """Per-feature loss weights Var[x0_k]^-power (normalised to mean 1) from the first `num` images.
+
+    x0_k is the encoded feature k pooled over tokens (shape (F,)). With x0-prediction, DCT tokens'
+    high frequencies have ~1/500 of the DC variance, so an unweighted x0 loss barely trains them
+    and samples come out as smooth blobs; power 1 gives every feature the same scale, power 1/2
+    (1 / std) keeps more weight on the low frequencies.
+    """
+    n = min(int(num), len(source))
+    images = np.stack([source[i]["image"] for i in range(n)])
+    x = np.asarray(jax.jit(representation.encode)(images), np.float64)
+    var = x.reshape(-1, x.shape[-1]).var(axis=0)
+    w = np.maximum(var, 1e-8) ** -float(power)
+    return (w / w.mean()).astype(np.float32)
+
+
 def _source(config: ml_collections.ConfigDict):
     ds = config.dataset
     kwargs = {"num_examples": ds.num_examples} if ds.get("num_examples") else {}
@@ -265,6 +283,18 @@ def train_and_evaluate(
     # ---- config checks (before any compilation) -------------------------------------------------
     setup = build(config)
     total_steps = schedule.steps_from(config, "total")
+    weighting = config.diffusion.get("loss_weighting") or "representation"
+    powers = {"inverse_variance": 1.0, "inverse_std": 0.5}
+    if weighting != "representation" and weighting not in powers:
+        raise ValueError(
+            f"diffusion.loss_weighting={weighting!r}; use 'representation' (EBFR for DCT tokens), "
+            "'inverse_std' or 'inverse_variance'."
+        )
+    if weighting in powers and not compile_only:
+        weights = inverse_variance_weights(
+            setup.representation, _source(config), power=powers[weighting]
+        )
+        setup = dataclasses.replace(setup, loss_weights=jnp.asarray(weights))
 
     # ---- logging and workdir --------------------------------------------------------------------
     os.makedirs(workdir, exist_ok=True)

@@ -144,3 +144,28 @@ def test_afhq_without_data_says_how_to_prepare(tmp_path, monkeypatch):
     c = dctdiff_afhq512.get_config()
     with pytest.raises(sources.DatasetNotPreparedError, match="(?s)prepare_data.py.*AFHQ"):
         diffusion_loop.train_and_evaluate(c, str(tmp_path / "run"))
+
+
+def test_inverse_variance_weights_match_numpy():
+    """Weights are 1/Var of each encoded feature over images and tokens, normalised to mean 1."""
+
+    class Rep:
+        def encode(self, images):  # (N, 2, 2, 3) -> (N, 4 tokens, 3 features)
+            return images.reshape(images.shape[0], 4, 3).astype(jnp.float32) / 255.0
+
+    rng = np.random.default_rng(0)
+    scales = np.array([10, 40, 120])
+    images = [rng.integers(0, 256, (2, 2, 3)) * scales / 255 for _ in range(64)]
+    src = [{"image": np.round(im).astype(np.uint8)} for im in images]
+    w = diffusion_loop.inverse_variance_weights(Rep(), src, num=64)
+    x = np.stack([s["image"] for s in src]).reshape(-1, 3) / 255.0
+    expected = 1 / x.var(axis=0)
+    np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-4)
+    assert w[0] > w[1] > w[2]
+
+
+def test_unknown_loss_weighting_is_an_error(tmp_path):
+    c = tiny_config()
+    c.diffusion.loss_weighting = "snr"
+    with pytest.raises(ValueError, match="loss_weighting='snr'"):
+        diffusion_loop.train_and_evaluate(c, str(tmp_path))
