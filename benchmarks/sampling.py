@@ -68,11 +68,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--samplers", default=",".join(SAMPLERS))
     p.add_argument("--nfes", default=",".join(map(str, NFES)))
+    p.add_argument(
+        "--models", default=None, help="comma list of name prefixes, e.g. quickstart,cifar10"
+    )
     args = p.parse_args()
     jax.config.update("jax_threefry_partitionable", True)
     mesh = sharding.make_mesh()
     rows = []
     for name, config in models(args.full):
+        if args.models and not any(name.startswith(m) for m in args.models.split(",")):
+            continue
         s = sampler_for(config, mesh)
         for sampler in args.samplers.split(","):
             for nfe in (int(v) for v in args.nfes.split(",")):

@@ -161,13 +161,14 @@ def inverse_variance_weights(
     x0_k is the encoded feature k pooled over tokens (shape (F,)). With x0-prediction, DCT tokens'
     high frequencies have ~1/500 of the DC variance, so an unweighted x0 loss barely trains them
     and samples come out as smooth blobs; power 1 gives every feature the same scale, power 1/2
-    (1 / std) keeps more weight on the low frequencies.
+    (1 / std) keeps more weight on the low frequencies. Variances are floored at 1e-3 of the largest,
+    so constant features (the chroma of grey images) do not take over the loss.
     """
     n = min(int(num), len(source))
     images = np.stack([source[i]["image"] for i in range(n)])
     x = np.asarray(jax.jit(representation.encode)(images), np.float64)
     var = x.reshape(-1, x.shape[-1]).var(axis=0)
-    w = np.maximum(var, 1e-8) ** -float(power)
+    w = np.maximum(var, 1e-3 * var.max() + 1e-12) ** -float(power)
     return (w / w.mean()).astype(np.float32)
 
 

@@ -162,6 +162,16 @@ def test_inverse_variance_weights_match_numpy():
     expected = 1 / x.var(axis=0)
     np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-4)
     assert w[0] > w[1] > w[2]
+    # A constant feature (grey images' chroma) is floored at 1e-3 of the largest variance.
+    grey = [
+        {"image": np.stack([s["image"][..., 2]] * 2 + [np.full((2, 2), 7, np.uint8)], -1)}
+        for s in src
+    ]
+    w = diffusion_loop.inverse_variance_weights(Rep(), grey, num=64, power=0.5)
+    x = np.stack([g["image"] for g in grey]).reshape(-1, 3) / 255.0
+    var = x.var(axis=0)
+    expected = np.maximum(var, 1e-3 * var.max()) ** -0.5
+    np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-4)
 
 
 def test_unknown_loss_weighting_is_an_error(tmp_path):
