@@ -54,10 +54,7 @@ def models(full: bool) -> list[tuple[str, object]]:
 def sampler_for(config, mesh) -> WorkdirSampler:
     setup = diffusion_loop.build(config, check_batch=False)
     params = jax.jit(setup.init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-    return WorkdirSampler(
-        config=config, setup=setup, params=params, step=0, mesh=mesh,
-        num_classes=setup.num_classes, null_label=setup.null_label,
-    )  # fmt: skip
+    return WorkdirSampler.from_setup(config, setup, mesh, params=params)
 
 
 def main() -> None:

@@ -83,6 +83,26 @@ class WorkdirSampler:
     null_label: int | None
     _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
+    @classmethod
+    def from_setup(
+        cls,
+        config: ml_collections.ConfigDict,
+        setup: Any,
+        mesh: Mesh,
+        params: Any = None,
+        step: int = 0,
+    ) -> WorkdirSampler:
+        """A sampler for a trainer `Setup` (params set later with `set_params`)."""
+        return cls(
+            config=config, setup=setup, params=params, step=step, mesh=mesh,
+            num_classes=setup.num_classes, null_label=setup.null_label,
+        )  # fmt: skip
+
+    def set_params(self, params: Any, step: int) -> None:
+        """Samples from `params` (e.g. a train state's EMA weights, any sharding) from now on."""
+        self.params = jax.device_put(params, sharding.replicated(self.mesh))
+        self.step = step
+
     @property
     def resolution(self) -> int:
         return int(self.config.resolution)
@@ -170,9 +190,7 @@ class WorkdirSampler:
         get_sampler(sampler)
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}.")
-        n_dev = self.mesh.size
-        batch_size = int(batch_size or max(int(self.config.sample.num), n_dev))
-        batch_size = -(-batch_size // n_dev) * n_dev
+        batch_size = sharding.round_to_devices(batch_size or int(self.config.sample.num), self.mesh)
         if labels is None:
             labels = self.default_labels(key, num)
         elif np.ndim(labels) == 0:
@@ -245,15 +263,7 @@ def load_workdir_sampler(
     params = checkpoint.restore_weights(step_dir, {name: abstract})[name]
     step_num = int(step_dir.name.split("_")[-1]) if step is None else int(step)
     logging.info("Loaded %s of step %d from %s.", name, step_num, step_dir)
-    return WorkdirSampler(
-        config=config,
-        setup=setup,
-        params=params,
-        step=step_num,
-        mesh=mesh,
-        num_classes=int(config.dataset.get("num_classes") or 0),
-        null_label=setup.null_label,
-    )
+    return WorkdirSampler.from_setup(config, setup, mesh, params=params, step=step_num)
 
 
 def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:

@@ -233,7 +233,7 @@ def _feature_fn():
     from dctjax.train import sharding
 
     mesh = sharding.make_mesh()
-    batch_size = -(-FLAGS.batch_size // mesh.size) * mesh.size
+    batch_size = sharding.round_to_devices(FLAGS.batch_size, mesh)
     return load_inception(FLAGS.inception_weights, batch_size=batch_size, mesh=mesh)
 
 

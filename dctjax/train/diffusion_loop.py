@@ -57,6 +57,7 @@ class Setup:
     conditional: bool
     num_classes: int = 0
     null_label: int | None = None  # the null class of a CFG-capable model
+    label_dropout: float = 0.0  # probability of training on the null class
 
 
 def build(config: ml_collections.ConfigDict, *, check_batch: bool = True) -> Setup:
@@ -117,13 +118,14 @@ def build(config: ml_collections.ConfigDict, *, check_batch: bool = True) -> Set
         conditional=num_classes > 0,
         num_classes=num_classes,
         null_label=null_label,
+        label_dropout=label_dropout,
     )
 
 
 def make_train_step(setup: Setup, config: ml_collections.ConfigDict):
     """The pure update: (state, batch) -> (state, metrics). Randomness is fold_in(rng, step)."""
     rep, graphdef = setup.representation, setup.graphdef
-    label_dropout = float(config.get("label_dropout") or 0.0)
+    label_dropout = setup.label_dropout
 
     def train_step(st: state_lib.TrainState, batch: dict) -> tuple[state_lib.TrainState, dict]:
         x0 = rep.encode(batch["image"])
@@ -196,18 +198,11 @@ def sample_grid(sampler: WorkdirSampler, params: Any, key: jax.Array, step: int)
     labels = None
     if sampler.num_classes:
         labels = (np.arange(n, dtype=np.int32) // cols) % sampler.num_classes
-    sampler.params, sampler.step = jax.device_put(params, sharding.replicated(sampler.mesh)), step
+    sampler.set_params(params, step)
     images = sampler.sample(
         jax.random.fold_in(key, step), n, labels=labels, guidance=s.get("guidance"), batch_size=n
     )
     return image_grid(images)
-
-
-def _workdir_sampler(config: ml_collections.ConfigDict, setup: Setup, mesh) -> WorkdirSampler:
-    return WorkdirSampler(
-        config=config, setup=setup, params=None, step=0, mesh=mesh,
-        num_classes=setup.num_classes, null_label=setup.null_label,
-    )  # fmt: skip
 
 
 def _keep_stats_copy(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -249,17 +244,16 @@ def make_fid_evaluation(
             f"`python launch/evaluate.py --compute_ref --config=CONFIG --out={e.reference}`."
         )
     reference = load_reference(e.reference)
-    batch_size = -(-int(e.batch_size) // mesh.size) * mesh.size  # a multiple of the devices
+    batch_size = sharding.round_to_devices(e.batch_size, mesh)
     extractor = load_inception(e.get("inception_weights"), batch_size=batch_size, mesh=mesh)
     evaluator = FidEvaluator(
         extractor, reference, int(e.num_samples), batch_size, e.get("jpeg_quality")
     )
-    sampler = _workdir_sampler(config, setup, mesh)
-    repl = sharding.replicated(mesh)
+    sampler = WorkdirSampler.from_setup(config, setup, mesh)
     key = jax.random.key(int(config.seed) + 2)
 
     def evaluate(ema_params: Any, step: int) -> dict[str, float]:
-        sampler.params, sampler.step = jax.device_put(ema_params, repl), step
+        sampler.set_params(ema_params, step)
         sample_fn = functools.partial(
             sampler.sample,
             sampler=e.get("sampler") or config.sample.sampler,
@@ -291,10 +285,10 @@ def train_and_evaluate(
             f"diffusion.loss_weighting={weighting!r}; use 'representation' (EBFR for DCT tokens), "
             "'inverse_std' or 'inverse_variance'."
         )
+    source = None  # read only when needed: compile_only never touches the data
     if weighting in powers and not compile_only:
-        weights = inverse_variance_weights(
-            setup.representation, _source(config), power=powers[weighting]
-        )
+        source = _source(config)
+        weights = inverse_variance_weights(setup.representation, source, power=powers[weighting])
         setup = dataclasses.replace(setup, loss_weights=jnp.asarray(weights))
 
     # ---- logging and workdir --------------------------------------------------------------------
@@ -344,7 +338,8 @@ def train_and_evaluate(
     # ---- input ----------------------------------------------------------------------------------
     if is_main:
         _keep_stats_copy(config, workdir)
-    source = _source(config)
+    if source is None:
+        source = _source(config)
     dataset = pipeline.make_dataset(
         source,
         global_batch_size=config.batch_size,
@@ -380,7 +375,7 @@ def train_and_evaluate(
 
             parameter_overview.log_parameter_overview(st.params.to_pure_dict())
     sample_key = jax.random.key(config.seed + 1)
-    grid_sampler = _workdir_sampler(config, setup, mesh)
+    grid_sampler = WorkdirSampler.from_setup(config, setup, mesh)
     hooks = []
     if is_main and metrics.clu_writers_available():
         from clu import periodic_actions

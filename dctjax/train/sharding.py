@@ -59,6 +59,11 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[Any] | None = Non
     return jax.make_mesh((data, fsdp), AXES, axis_types=(AxisType.Auto,) * 2, devices=devices)
 
 
+def round_to_devices(n: int, mesh: Mesh) -> int:
+    """The smallest multiple of the mesh's device count that is >= n (a batch split over it)."""
+    return -(-int(n) // mesh.size) * mesh.size
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     """Fully replicated sharding on `mesh`."""
     return NamedSharding(mesh, PartitionSpec())

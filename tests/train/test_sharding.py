@@ -160,3 +160,8 @@ def test_sharded_step_equals_single_device():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
     assert int(many.step) == 3
     assert isinstance(many.params["w"].sharding, NamedSharding)
+
+
+def test_round_to_devices():
+    mesh = sharding.make_mesh()  # the 8 fake devices
+    assert [sharding.round_to_devices(n, mesh) for n in (1, 8, 9, 50, 128)] == [8, 8, 16, 56, 128]
