@@ -9,7 +9,8 @@ GELU and no qkv bias, long skips through Linear(2D -> D), LayerNorm, linear head
 `scaled_dot_product_attention`), with the reference's training step: eps-prediction MSE with
 per-feature weights, backward, AdamW (0.99, 0.99, wd 0.03), EMA update. It runs in eager mode, as
 the reference does (no torch.compile). Both sides use float32, the same batch and token shapes, and
-all CPU cores; each row is the median of `--repeats` steps after warm-up, measured in one run.
+all CPU cores; each row is the median of `--repeats` steps after warm-up, the two sides taking
+turns step by step so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._timing import median_seconds, print_table, write_json  # noqa: E402
+from benchmarks._timing import interleaved_median_seconds, print_table, write_json  # noqa: E402
 from configs import dctdiff_cifar10, dctdiff_ffhq128  # noqa: E402
 from dctjax.models.uvit import UVIT_SIZES  # noqa: E402
 from dctjax.train import diffusion_loop, sharding  # noqa: E402
@@ -85,7 +86,8 @@ def torch_uvit(torch, tokens: int, features: int, dim: int, depth: int, heads: i
     return UViT()
 
 
-def time_torch(torch, tokens, features, dim, depth, heads, batch, repeats) -> float:
+def torch_step(torch, tokens, features, dim, depth, heads, batch):
+    """A blocking closure running one reference-style PyTorch train step."""
     torch.manual_seed(0)
     model = torch_uvit(torch, tokens, features, dim, depth, heads)
     ema = [p.detach().clone() for p in model.parameters()]
@@ -107,10 +109,11 @@ def time_torch(torch, tokens, features, dim, depth, heads, batch, repeats) -> fl
                 e.mul_(0.9999).add_(p, alpha=1e-4)
         return loss.item()
 
-    return median_seconds(step, repeats=repeats, warmup=2)
+    return step
 
 
-def time_jax(module, size: str, batch: int, repeats: int) -> tuple[float, tuple[int, int]]:
+def jax_step(module, size: str, batch: int):
+    """(a blocking closure running one dctjax train step, the (tokens, features) shape)."""
     c = module.get_config()
     c.model_kwargs.size = size
     c.batch_size = batch
@@ -130,7 +133,7 @@ def time_jax(module, size: str, batch: int, repeats: int) -> tuple[float, tuple[
         holder[0], m = step(holder[0], batch_arrays)
         jax.block_until_ready(m)
 
-    return median_seconds(run, repeats=repeats, warmup=2), setup.representation.shape
+    return run, setup.representation.shape
 
 
 def main() -> None:
@@ -152,10 +155,12 @@ def main() -> None:
         for size in args.sizes.split(","):
             dim, depth, heads = UVIT_SIZES[size]
             for batch in (int(b) for b in args.batch.split(",")):
-                jax_s, (tokens, features) = time_jax(SETTINGS[name], size, batch, args.repeats)
-                torch_s = time_torch(
-                    torch, tokens, features, dim, depth, heads, batch, args.repeats
+                run_jax, (tokens, features) = jax_step(SETTINGS[name], size, batch)
+                run_torch = torch_step(torch, tokens, features, dim, depth, heads, batch)
+                t = interleaved_median_seconds(
+                    {"jax": run_jax, "torch": run_torch}, args.repeats, warmup=2
                 )
+                jax_s, torch_s = t["jax"], t["torch"]
                 rows.append(
                     dict(setting=name, size=size, tokens=tokens, features=features, batch=batch,
                          dctjax_step_s=jax_s, torch_step_s=torch_s, speedup=torch_s / jax_s)

@@ -7,7 +7,13 @@ For each setting (CIFAR-10, CelebA-64, FFHQ-128, FFHQ-256, AFHQ-512) and each re
 GFLOPs per image and the train-step GFLOPs per image from XLA's cost analysis (compiled, not run),
 compared with the paper's training-cost table (11 GFLOPs for S at 256 tokens, 133 for M at 1024).
 The step is timed (median, images/s) where it is cheap enough for this machine (batch 8; all of
-them with --time_all); on a GPU the model FLOPs utilisation is printed too.
+them with --time_all); on a GPU or TPU the FLOPs utilisation is printed too: XLA's train-step
+FLOPs per second over the devices' dense bf16 peak (`PEAK_BF16_TFLOPS`, or --peak_tflops).
+
+The issue's GPU goal (U-ViT M, bf16, >= 45%) is, on one GPU:
+
+    python benchmarks/train_step.py --settings=ffhq256 --sizes=M --variants=dct \
+        --dtype=bfloat16 --batch=64 --time_all
 """
 
 from __future__ import annotations
@@ -42,8 +48,29 @@ SETTINGS = {
     "afhq512": dctdiff_afhq512,
 }
 PAPER_GFLOPS = {("S", 256): 11.0, ("M", 1024): 133.0}  # forward, [000] training-cost table
-PEAK_TFLOPS = {"gpu": None, "tpu": None}  # set from the device kind when known
-H100_BF16_TFLOPS = 989.0
+# Dense bf16 peak per device (vendor figures), matched against jax's device_kind.
+PEAK_BF16_TFLOPS = {
+    "h100": 989.0,
+    "h200": 989.0,
+    "a100": 312.0,
+    "l4": 121.0,
+    "tpu v4": 275.0,
+    "tpu v5 lite": 197.0,
+    "tpu v5e": 197.0,
+    "tpu v5p": 459.0,
+    "tpu v5": 459.0,
+    "tpu v6 lite": 918.0,
+    "tpu v6e": 918.0,
+}
+
+
+def peak_tflops(device_kind: str) -> float | None:
+    """The dense bf16 peak of one device of this kind, or None when unknown (e.g. CPU)."""
+    kind = device_kind.lower()
+    for name, tflops in PEAK_BF16_TFLOPS.items():
+        if name in kind:
+            return tflops
+    return None
 
 
 def _cost(compiled) -> float:
@@ -51,7 +78,16 @@ def _cost(compiled) -> float:
     return float(cost.get("flops", 0.0))
 
 
-def measure(name: str, module, variant: str, size: str, batch: int, timed: bool, dtype: str):
+def measure(
+    name: str,
+    module,
+    variant: str,
+    size: str,
+    batch: int,
+    timed: bool,
+    dtype: str,
+    peak: float | None = None,
+):
     c = module.get_config(variant)
     c.model_kwargs.size = size
     c.batch_size = batch
@@ -104,9 +140,9 @@ def measure(name: str, module, variant: str, size: str, batch: int, timed: bool,
 
         dt = median_seconds(run, repeats=5, warmup=2)
         row.update(step_s=dt, images_per_s=batch / dt)
-        kind = jax.devices()[0].device_kind.lower()
-        if "h100" in kind or "h200" in kind:
-            row["mfu"] = train_gflops * batch / dt / (H100_BF16_TFLOPS * 1e3)
+        peak = peak or peak_tflops(jax.devices()[0].device_kind)
+        if peak and jax.default_backend() != "cpu":
+            row["mfu"] = train_gflops * batch / dt / (peak * 1e3 * jax.device_count())
     return row
 
 
@@ -117,18 +153,30 @@ def main() -> None:
     p.add_argument("--time_all", action="store_true", help="also time the expensive settings")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument(
+        "--settings", default=None, help="comma-separated subset of " + ",".join(SETTINGS)
+    )
+    p.add_argument("--sizes", default=None, help="comma-separated U-ViT sizes (default S,M)")
+    p.add_argument("--variants", default="dct,pixel", help="dct, pixel or both")
+    p.add_argument("--peak_tflops", type=float, default=None, help="per-device peak for MFU")
     args = p.parse_args()
     rows = []
     names = ["cifar10", "celeba64"] if args.quick else list(SETTINGS)
     sizes = ["S"] if args.quick else ["S", "M"]
+    names = args.settings.split(",") if args.settings else names
+    sizes = args.sizes.split(",") if args.sizes else sizes
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        p.error(f"unknown settings {unknown}; choose from {sorted(SETTINGS)}")
+    variants = {"dct": "", "pixel": "pixel"}
     for name in names:
         for size in sizes:
-            for variant in ("", "pixel"):
+            for v in args.variants.split(","):
                 cheap = name in ("cifar10", "celeba64") and size == "S"
                 rows.append(
                     measure(
-                        name, SETTINGS[name], variant, size, args.batch,
-                        timed=cheap or args.time_all, dtype=args.dtype,
+                        name, SETTINGS[name], variants[v], size, args.batch,
+                        timed=cheap or args.time_all, dtype=args.dtype, peak=args.peak_tflops,
                     )
                 )  # fmt: skip
                 print(rows[-1], flush=True)

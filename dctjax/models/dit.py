@@ -37,8 +37,8 @@ _xavier = nnx.initializers.xavier_uniform()
 _zeros = nnx.initializers.zeros_init()
 
 
-def _norm(dim: int, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(
+def _norm(dim: int, dtype: Any, param_dtype: Any, rngs: nnx.Rngs) -> layers.LayerNorm:
+    return layers.LayerNorm(
         dim,
         epsilon=LN_EPS,
         use_bias=False,

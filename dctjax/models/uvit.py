@@ -66,9 +66,9 @@ class Block(nnx.Module):
         )
         norm = dict(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.skip_linear = linear(2 * dim, dim) if skip else None
-        self.norm1 = nnx.LayerNorm(dim, **norm)
+        self.norm1 = layers.LayerNorm(dim, **norm)
         self.attn = layers.Attention(dim, num_heads, qkv_bias=qkv_bias, linear=linear)
-        self.norm2 = nnx.LayerNorm(dim, **norm)
+        self.norm2 = layers.LayerNorm(dim, **norm)
         self.mlp = layers.Mlp(dim, int(dim * mlp_ratio), approximate=False, linear=linear)
 
     def __call__(self, x: jax.Array, skip: jax.Array | None = None) -> jax.Array:
@@ -161,7 +161,7 @@ class UViT(nnx.Module):
         self.out_blocks = nnx.List(
             [Block(d, heads, mlp_ratio, skip=True, **block) for _ in range(depth // 2)]
         )
-        self.norm = nnx.LayerNorm(
+        self.norm = layers.LayerNorm(
             d, epsilon=LN_EPS, dtype=self.dtype, param_dtype=param_dtype, rngs=rngs
         )
 

@@ -122,8 +122,12 @@ def build(config: ml_collections.ConfigDict, *, check_batch: bool = True) -> Set
     )
 
 
-def make_train_step(setup: Setup, config: ml_collections.ConfigDict):
-    """The pure update: (state, batch) -> (state, metrics). Randomness is fold_in(rng, step)."""
+def make_train_step(setup: Setup, config: ml_collections.ConfigDict, *, log_norms: bool = False):
+    """The pure update: (state, batch) -> (state, metrics). Randomness is fold_in(rng, step).
+
+    metrics: loss, lr and grad_norm; with `log_norms` also param_norm and update_norm (the loop
+    runs that variant on its logging steps only, see `TrainState.apply_gradients`).
+    """
     rep, graphdef = setup.representation, setup.graphdef
     label_dropout = setup.label_dropout
 
@@ -149,7 +153,7 @@ def make_train_step(setup: Setup, config: ml_collections.ConfigDict):
             )
 
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
-        new, norms = st.apply_gradients(grads, setup.tx, config.ema_decay)
+        new, norms = st.apply_gradients(grads, setup.tx, config.ema_decay, log_norms)
         return new, dict(loss=loss, lr=setup.lr_schedule(st.step), **norms)
 
     return train_step
@@ -305,12 +309,15 @@ def train_and_evaluate(
         setup.init_fn, setup.tx, config.seed, mesh, config.mesh.param_strategy
     )
     state_sh = sharding.tree_shardings(abstract_state)
-    step_fn = jax.jit(
-        make_train_step(setup, config),
-        in_shardings=(state_sh, batch_sh),
-        out_shardings=(state_sh, repl),
-        donate_argnums=0,
-    )
+    step_fn, log_step_fn = (
+        jax.jit(
+            make_train_step(setup, config, log_norms=log_norms),
+            in_shardings=(state_sh, batch_sh),
+            out_shardings=(state_sh, repl),
+            donate_argnums=0,
+        )
+        for log_norms in (False, True)
+    )  # the second adds param/update norms; it runs (and compiles) on logging steps only
     res = config.resolution
     abstract_batch = {
         "image": jax.ShapeDtypeStruct(
@@ -373,7 +380,7 @@ def train_and_evaluate(
         if is_main:
             from clu import parameter_overview
 
-            parameter_overview.log_parameter_overview(st.params.to_pure_dict())
+            parameter_overview.log_parameter_overview(nnx.to_pure_dict(st.params))
     sample_key = jax.random.key(config.seed + 1)
     grid_sampler = WorkdirSampler.from_setup(config, setup, mesh)
     hooks = []
@@ -391,18 +398,21 @@ def train_and_evaluate(
             batch = pipeline.make_global_batch(
                 {"image": host_batch["image"], "label": host_batch["label"]}, batch_sh
             )
+            log_now = schedule.is_periodic(step + 1, config.log_every, total_steps)
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
-                st, m = step_fn(st, batch)
+                st, m = (log_step_fn if log_now else step_fn)(st, batch)
             step += 1
             for hook in hooks:
                 hook(step)
+            log_norms = {k: m.pop(k) for k in ("param_norm", "update_norm") if k in m}
             sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
             count += 1
-            if schedule.is_periodic(step, config.log_every, total_steps):
+            if log_now:
                 fetched = jax.device_get(sums)
                 metrics.check_finite(fetched, step, first_step=last_log + 1)
                 dt = time.perf_counter() - t0
                 scalars = {k: float(v) / count for k, v in fetched.items()}
+                scalars.update({k: float(v) for k, v in jax.device_get(log_norms).items()})
                 scalars["steps_per_s"] = count / dt
                 scalars["images_per_s"] = count * config.batch_size / dt
                 writer.write_scalars(step, scalars)

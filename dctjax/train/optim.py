@@ -98,11 +98,3 @@ def global_norm(tree: Any) -> jax.Array:
     if not leaves:
         return jnp.zeros((), jnp.float32)
     return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in leaves))
-
-
-def norm_metrics(grads: Any, params: Any, updates: Any | None = None) -> dict[str, jax.Array]:
-    """{'grad_norm', 'param_norm'[, 'update_norm']} for logging."""
-    out = {"grad_norm": global_norm(grads), "param_norm": global_norm(params)}
-    if updates is not None:
-        out["update_norm"] = global_norm(updates)
-    return out

@@ -28,10 +28,37 @@ def _tree_equal(a, b):
     return all(jax.tree.leaves(jax.tree.map(lambda x, y: bool(jnp.all(x == y)), a, b)))
 
 
-def test_end_to_end_then_sample_from_checkpoint(tmp_path):
+def test_end_to_end_then_sample_from_checkpoint(tmp_path, monkeypatch):
     c = tiny_config()
+    logged = {}
+    make_writer = diffusion_loop.metrics.make_writer
+
+    def recording_writer(*args, **kwargs):
+        writer = make_writer(*args, **kwargs)
+        write = writer.write_scalars
+        writer.write_scalars = lambda step, scalars: (
+            logged.update({step: scalars}),
+            write(step, scalars),
+        )
+        return writer
+
+    monkeypatch.setattr(diffusion_loop.metrics, "make_writer", recording_writer)
     st = diffusion_loop.train_and_evaluate(c, str(tmp_path))
     assert int(st.step) == 4
+    assert sorted(logged) == [2, 4]  # log_every=2
+    expected = {
+        "loss",
+        "lr",
+        "grad_norm",
+        "param_norm",
+        "update_norm",
+        "steps_per_s",
+        "images_per_s",
+    }
+    assert expected <= set(logged[4]) and all(np.isfinite(v) for v in logged[4].values())
+    # the parameter norm is the one of the step's updated parameters (not an average)
+    norm = np.sqrt(sum(np.sum(np.square(np.float64(x))) for x in jax.tree.leaves(st.params)))
+    np.testing.assert_allclose(logged[4]["param_norm"], norm, rtol=1e-5)
     grid = tmp_path / "samples" / "00000004.png"
     assert grid.exists()
     # Sample from the saved checkpoint's EMA weights.

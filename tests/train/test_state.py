@@ -81,6 +81,11 @@ def test_apply_gradients_and_step_key():
         np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree.leaves(new.params))),
         rtol=1e-6,
     )
+    same, quiet = jax.jit(lambda s, g: s.apply_gradients(g, tx, 0.5, log_norms=False))(st, grads)
+    assert set(quiet) == {"grad_norm"}  # the norms over the parameters are for logging steps
+    np.testing.assert_allclose(quiet["grad_norm"], metrics["grad_norm"], rtol=1e-6)
+    jax.tree.map(np.testing.assert_array_equal, (same.params, same.ema_params),
+                 (new.params, new.ema_params))  # fmt: skip
     big_seed = state_lib._as_key(2**32 - 1)  # int seeds are put on device explicitly
     np.testing.assert_array_equal(
         jax.random.key_data(big_seed), jax.random.key_data(jax.random.key(2**32 - 1))

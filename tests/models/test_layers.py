@@ -1,0 +1,129 @@
+"""The shared layers' numerics against closed forms: GELU, the Dense matmul's VJP, LayerNorm."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from scipy.special import erf
+
+from dctjax.models import layers
+
+
+def test_gelu_exact_matches_erf_closed_form():
+    x = np.linspace(-12.0, 12.0, 20001)
+    ref = 0.5 * x * (1 + erf(x / math.sqrt(2)))  # PyTorch's nn.GELU() formula, float64
+    got = np.asarray(jax.jit(layers.gelu)(jnp.asarray(x, jnp.float32)), np.float64)
+    np.testing.assert_allclose(got, ref, atol=2e-6, rtol=2e-6)
+    tanh = np.asarray(layers.gelu(jnp.asarray(x, jnp.float32), approximate=True), np.float64)
+    ref_tanh = 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))
+    np.testing.assert_allclose(tanh, ref_tanh, atol=2e-6, rtol=2e-6)
+    d = jax.grad(lambda v: layers.gelu(v).sum())(jnp.asarray(x, jnp.float32))
+    ref_d = 0.5 * (1 + erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x**2) / math.sqrt(2 * math.pi)
+    np.testing.assert_allclose(np.asarray(d, np.float64), ref_d, atol=5e-6, rtol=5e-6)
+
+
+@pytest.mark.parametrize("lead", [(7,), (2, 5), (2, 3, 4)])
+def test_dense_matmul_vjp_closed_form(lead):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((*lead, 6))
+    w = rng.standard_normal((6, 3))
+    g = rng.standard_normal((*lead, 3))
+    y, vjp = jax.vjp(layers.dense_matmul, jnp.float32(x), jnp.float32(w))
+    dx, dw = vjp(jnp.float32(g))
+    np.testing.assert_allclose(y, x @ w, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, g @ w.T, rtol=1e-5, atol=1e-5)
+    dw_ref = x.reshape(-1, 6).T @ g.reshape(-1, 3)  # summed over every leading position
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-4)
+    assert dx.dtype == jnp.float32 and dw.dtype == jnp.float32
+
+
+def test_dense_dot_general_routes_and_falls_back():
+    rng = np.random.default_rng(1)
+    x = jnp.float32(rng.standard_normal((2, 4, 6)))
+    w = jnp.float32(rng.standard_normal((6, 5)))
+    dims = (((2,), (0,)), ((), ()))
+    np.testing.assert_allclose(
+        layers.dense_dot_general(x, w, dims), jax.lax.dot_general(x, w, dims), rtol=1e-6
+    )
+    jaxpr = str(jax.make_jaxpr(lambda a, b: layers.dense_dot_general(a, b, dims))(x, w))
+    assert "custom_vjp_call" in jaxpr
+    other = (((1,), (0,)), ((), ()))  # contracts a non-last axis: the plain dot_general path
+    y = jnp.float32(rng.standard_normal((2, 4)))
+    got = layers.dense_dot_general(y.T, jnp.float32(rng.standard_normal((2, 3))), other)
+    assert got.shape == (4, 3)
+    hi = layers.dense_dot_general(x, w, dims, precision=jax.lax.Precision.HIGHEST)
+    np.testing.assert_allclose(hi, np.asarray(x) @ np.asarray(w), rtol=1e-5, atol=1e-5)
+    # bfloat16 layers keep bfloat16 activations and gradients
+    lin = layers.make_linear(
+        layers.normal_002, dtype=jnp.bfloat16, param_dtype=jnp.float32, rngs=nnx.Rngs(0)
+    )(6, 5)
+    assert lin(x).dtype == jnp.bfloat16
+    grads = nnx.grad(lambda m: m(x).astype(jnp.float32).sum())(lin)
+    assert grads.kernel[...].dtype == jnp.float32
+
+
+def _ln64(x, scale, bias, eps):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    y = (x - mu) / np.sqrt(var + eps)
+    return y * (1 if scale is None else scale) + (0 if bias is None else bias)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_forward_and_vjp_against_finite_differences(affine):
+    rng = np.random.default_rng(2)
+    eps = 1e-5
+    x = rng.standard_normal((2, 3, 8)) * 2 + 0.5
+    scale = 1 + 0.3 * rng.standard_normal(8) if affine else None
+    bias = 0.2 * rng.standard_normal(8) if affine else None
+    g = rng.standard_normal(x.shape)
+    f32 = lambda a: None if a is None else jnp.float32(a)  # noqa: E731
+    y, vjp = jax.vjp(lambda a, s, b: layers.layer_norm(a, s, b, eps), f32(x), f32(scale), f32(bias))
+    np.testing.assert_allclose(y, _ln64(x, scale, bias, eps), rtol=1e-5, atol=1e-5)
+    dx, dscale, dbias = vjp(jnp.float32(g))
+
+    def numeric(arr, which):  # central differences of <g, LN(...)> in float64
+        out = np.zeros_like(arr)
+        h = 1e-6
+        for i in np.ndindex(arr.shape):
+            args = {"x": x, "scale": scale, "bias": bias}
+            plus, minus = arr.copy(), arr.copy()
+            plus[i] += h
+            minus[i] -= h
+            lp = np.sum(g * _ln64(**{**args, which: plus}, eps=eps))
+            lm = np.sum(g * _ln64(**{**args, which: minus}, eps=eps))
+            out[i] = (lp - lm) / (2 * h)
+        return out
+
+    np.testing.assert_allclose(dx, numeric(x, "x"), rtol=1e-4, atol=1e-5)
+    if affine:
+        np.testing.assert_allclose(dscale, numeric(scale, "scale"), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(dbias, numeric(bias, "bias"), rtol=1e-4, atol=1e-5)
+    else:
+        assert dscale is None and dbias is None
+
+
+def test_layer_norm_two_pass_variance_with_large_mean():
+    """|mean| >> std: the two-pass variance (PyTorch's) keeps the digits E[x^2] - E[x]^2 loses."""
+    rng = np.random.default_rng(3)
+    x = np.float32(1000.0 + 0.1 * rng.standard_normal((4, 64)))
+    ref = _ln64(x.astype(np.float64), None, None, 1e-5)
+    got = np.asarray(layers.layer_norm(jnp.asarray(x), None, None, 1e-5))
+    np.testing.assert_allclose(got, ref, atol=5e-3)
+    one_pass = np.mean(x * x, -1, keepdims=True) - np.mean(x, -1, keepdims=True) ** 2
+    naive = (x - x.mean(-1, keepdims=True)) / np.sqrt(np.maximum(one_pass, 0) + 1e-5)
+    assert np.abs(naive - ref).max() > 0.1  # what the one-pass formula gives in float32
+
+
+def test_layer_norm_module_params_and_dtype():
+    ln = layers.LayerNorm(8, epsilon=1e-6, dtype=jnp.bfloat16)
+    state = nnx.state(ln, nnx.Param)
+    assert set(nnx.to_pure_dict(state)) == {"scale", "bias"}
+    np.testing.assert_array_equal(ln.scale[...], np.ones(8, np.float32))
+    np.testing.assert_array_equal(ln.bias[...], np.zeros(8, np.float32))
+    assert ln(jnp.ones((2, 8))).dtype == jnp.bfloat16
+    bare = layers.LayerNorm(8, use_scale=False, use_bias=False)
+    assert not jax.tree.leaves(nnx.state(bare, nnx.Param))
