@@ -10,7 +10,8 @@ GELU and no qkv bias, long skips through Linear(2D -> D), LayerNorm, linear head
 per-feature weights, backward, AdamW (0.99, 0.99, wd 0.03), EMA update. It runs in eager mode, as
 the reference does (no torch.compile). Both sides use float32, the same batch and token shapes, and
 all CPU cores; each row is the median of `--repeats` steps after warm-up, the two sides taking
-turns step by step so that both see the same machine load.
+turns step by step so that both see the same machine load. Both run with glibc's default malloc
+settings (the process is shared, so `launch/train.py`'s `keep_freed_host_memory` is left out).
 """
 
 from __future__ import annotations

@@ -24,6 +24,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dctjax.host_memory import keep_freed_host_memory  # noqa: E402
+
+keep_freed_host_memory()  # as launch/train.py does, before JAX allocates
+
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402

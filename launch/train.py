@@ -15,6 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from dctjax.host_memory import keep_freed_host_memory  # noqa: E402
+
+keep_freed_host_memory()  # before JAX's threads allocate: reuse XLA's per-step block
+
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
