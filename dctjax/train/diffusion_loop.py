@@ -276,7 +276,8 @@ def train_and_evaluate(
 ) -> Any:
     """Trains (resuming from `workdir` when it holds checkpoints) and returns the final state.
 
-    With `compile_only`, lowers and compiles the step for the configured mesh and batch, logs XLA's
+    With `compile_only`, lowers and compiles the step (and its logging-step variant, whose
+    temporaries are reported too) for the configured mesh and batch, logs XLA's
     memory analysis and FLOPs, and returns them as a dict without touching the data.
     """
     # ---- config checks (before any compilation) -------------------------------------------------
@@ -336,6 +337,11 @@ def train_and_evaluate(
         for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
                       "generated_code_size_in_bytes", "alias_size_in_bytes"):  # fmt: skip
             report[field] = int(getattr(mem, field, 0) or 0) if mem is not None else None
+        # the logging steps' variant materialises the update: it needs the most temporary memory
+        log_mem = log_step_fn.lower(abstract_state, abstract_batch).compile().memory_analysis()
+        report["log_step_temp_size_in_bytes"] = (
+            int(getattr(log_mem, "temp_size_in_bytes", 0) or 0) if log_mem is not None else None
+        )
         logging.info("compile_only: %s", report)
         return report
 
