@@ -6,12 +6,12 @@ U-ViT-S train step at batch 8, 1.5 GB at batch 32). glibc serves a block that la
 on, and the kernel zeroes, the whole block again (0.8 s of system time per 4 s step at batch 32 on
 a 2-core machine). `keep_freed_host_memory()` makes malloc use one arena, never `mmap`, and never
 trim the heap, so the block is reused from step to step (4-9% faster CPU steps at batch 32,
-neutral at batch 8, measured in `benchmarks/torch_step.py`'s set-up).
+neutral at batch 8, dctjax's step alone in alternating processes).
 
 The settings are process-wide and only take effect for threads that have not allocated yet: call
 it first thing in a launcher, before JAX runs anything. The cost is that freed memory stays with
-the process (its resident size stays at its peak). `launch/train.py` and the benchmarks call it;
-set DCTJAX_KEEP_HOST_MEMORY=0 to opt out.
+the process (its resident size stays at its peak). `launch/train.py` and
+`benchmarks/train_step.py` call it; set DCTJAX_KEEP_HOST_MEMORY=0 to opt out.
 """
 
 from __future__ import annotations

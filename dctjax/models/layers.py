@@ -200,16 +200,11 @@ def layer_norm(
     return _layer_norm_fwd(x, scale, bias, epsilon)[0]
 
 
-def _ln_stats(x: jax.Array, epsilon: float) -> tuple[jax.Array, jax.Array]:
+def _layer_norm_fwd(x, scale, bias, epsilon):
     xf = x.astype(jnp.float32)
     mean = jnp.mean(xf, axis=-1, keepdims=True)
-    var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
-    return mean, jax.lax.rsqrt(var + epsilon)
-
-
-def _layer_norm_fwd(x, scale, bias, epsilon):
-    mean, rstd = _ln_stats(x, epsilon)
-    y = (x.astype(jnp.float32) - mean) * rstd
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True) + epsilon)
+    y = (xf - mean) * rstd
     if scale is not None:
         y = y * scale.astype(jnp.float32)
     if bias is not None:

@@ -271,6 +271,14 @@ def make_fid_evaluation(
     return evaluate
 
 
+def _memory_report(compiled: Any) -> dict[str, int | None]:
+    """XLA's memory analysis of a compiled step: sizes in bytes (None where unavailable)."""
+    mem = compiled.memory_analysis()
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
+              "generated_code_size_in_bytes", "alias_size_in_bytes")  # fmt: skip
+    return {f: None if mem is None else int(getattr(mem, f, 0) or 0) for f in fields}
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str, *, compile_only: bool = False
 ) -> Any:
@@ -328,20 +336,15 @@ def train_and_evaluate(
     }
     if compile_only:
         compiled = step_fn.lower(abstract_state, abstract_batch).compile()
-        mem = compiled.memory_analysis()
         cost = compiled.cost_analysis() or {}
         report = dict(
             flops_per_step=float(cost.get("flops", 0.0)),
             gflops_per_image=float(cost.get("flops", 0.0)) / config.batch_size / 1e9,
+            **_memory_report(compiled),
         )
-        for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-                      "generated_code_size_in_bytes", "alias_size_in_bytes"):  # fmt: skip
-            report[field] = int(getattr(mem, field, 0) or 0) if mem is not None else None
         # the logging steps' variant materialises the update: it needs the most temporary memory
-        log_mem = log_step_fn.lower(abstract_state, abstract_batch).compile().memory_analysis()
-        report["log_step_temp_size_in_bytes"] = (
-            int(getattr(log_mem, "temp_size_in_bytes", 0) or 0) if log_mem is not None else None
-        )
+        log_step = _memory_report(log_step_fn.lower(abstract_state, abstract_batch).compile())
+        report["log_step_temp_size_in_bytes"] = log_step["temp_size_in_bytes"]
         logging.info("compile_only: %s", report)
         return report
 
@@ -410,7 +413,7 @@ def train_and_evaluate(
             step += 1
             for hook in hooks:
                 hook(step)
-            log_norms = {k: m.pop(k) for k in ("param_norm", "update_norm") if k in m}
+            log_norms = {k: m.pop(k) for k in state_lib.LOG_STEP_NORMS if k in m}
             sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
             count += 1
             if log_now:

@@ -25,6 +25,9 @@ from jax.sharding import Mesh
 
 from dctjax.train import optim, sharding
 
+# The norms `apply_gradients(..., log_norms=True)` adds: two more passes over the parameters.
+LOG_STEP_NORMS = ("param_norm", "update_norm")
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -67,9 +70,8 @@ class TrainState:
         )
         metrics = {"grad_norm": grad_norm}
         if log_norms:
-            metrics.update(
-                param_norm=optim.global_norm(params), update_norm=optim.global_norm(updates)
-            )
+            norms = (optim.global_norm(params), optim.global_norm(updates))
+            metrics.update(zip(LOG_STEP_NORMS, norms, strict=True))
         return new, metrics
 
 
