@@ -10,18 +10,31 @@ GELU and no qkv bias, long skips through Linear(2D -> D), LayerNorm, linear head
 per-feature weights, backward, AdamW (0.99, 0.99, wd 0.03), EMA update. It runs in eager mode, as
 the reference does (no torch.compile). Both sides use float32, the same batch and token shapes, and
 all CPU cores; each row is the median of `--repeats` steps after warm-up, the two sides taking
-turns step by step so that both see the same machine load. Both run with glibc's default malloc
-settings (the process is shared, so `launch/train.py`'s `keep_freed_host_memory` is left out).
+turns step by step so that both see the same machine load.
+
+Each side runs in a process of its own (this script again, with `--serve=jax|torch`), which steps
+when the parent asks over a pipe and otherwise sleeps. So neither side's thread pools nor
+allocator state touch the other's, and each gets the process set-up its users get: the dctjax
+side calls `keep_freed_host_memory()` first, as `launch/train.py` does, and PyTorch keeps glibc's
+default malloc settings.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import json
 import math
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dctjax.host_memory import keep_freed_host_memory  # noqa: E402
+
+# as launch/train.py does, before JAX allocates; the PyTorch side keeps glibc's defaults
+KEEPS_HOST_MEMORY = keep_freed_host_memory() if "--serve=jax" in sys.argv else False
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -137,6 +150,56 @@ def jax_step(module, size: str, batch: int):
     return run, setup.representation.shape
 
 
+def serve(args: argparse.Namespace) -> None:
+    """Worker mode: builds one side's step, reports its shape on stdout, then runs one step per
+    line read from stdin and answers each with a line, until stdin closes."""
+    if args.serve == "jax":
+        run, (tokens, features) = jax_step(SETTINGS[args.settings], args.sizes, int(args.batch))
+        version = jax.__version__
+    else:
+        import torch
+
+        torch.set_num_threads(os.cpu_count() or 1)
+        tokens, features = args.tokens, args.features
+        dim, depth, heads = UVIT_SIZES[args.sizes]
+        run = torch_step(torch, tokens, features, dim, depth, heads, int(args.batch))
+        version = torch.__version__
+    reply, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the pipe
+    info = dict(
+        tokens=tokens, features=features, version=version, keeps_host_memory=KEEPS_HOST_MEMORY
+    )
+    reply.write(json.dumps(info) + "\n")
+    reply.flush()
+    for _ in sys.stdin:
+        run()
+        reply.write("done\n")
+        reply.flush()
+
+
+class Worker:
+    """One side's step in a process of its own: `step()` blocks until the worker has run one."""
+
+    def __init__(self, *argv: str):
+        cmd = [sys.executable, os.path.abspath(__file__), *argv]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.info = json.loads(self._answer())
+
+    def _answer(self) -> str:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.proc.args[2:]} exited ({self.proc.wait()})")
+        return line
+
+    def step(self) -> None:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        self._answer()
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--json", default=None)
@@ -144,30 +207,42 @@ def main() -> None:
     p.add_argument("--sizes", default="S")
     p.add_argument("--batch", default="8,32")
     p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--serve", choices=["jax", "torch"], help=argparse.SUPPRESS)
+    p.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--features", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
-    try:
-        import torch
-    except ImportError:
+    if args.serve:
+        serve(args)
+        return
+    if importlib.util.find_spec("torch") is None:
         print('PyTorch is not installed: pip install "torch==2.13.0+cpu" to run this comparison.')
         return
-    torch.set_num_threads(os.cpu_count() or 1)
     rows = []
     for name in args.settings.split(","):
         for size in args.sizes.split(","):
-            dim, depth, heads = UVIT_SIZES[size]
-            for batch in (int(b) for b in args.batch.split(",")):
-                run_jax, (tokens, features) = jax_step(SETTINGS[name], size, batch)
-                run_torch = torch_step(torch, tokens, features, dim, depth, heads, batch)
-                t = interleaved_median_seconds(
-                    {"jax": run_jax, "torch": run_torch}, args.repeats, warmup=2
+            for batch in args.batch.split(","):
+                common = (f"--settings={name}", f"--sizes={size}", f"--batch={batch}")
+                jax_side = Worker("--serve=jax", *common)
+                tokens, features = jax_side.info["tokens"], jax_side.info["features"]
+                torch_side = Worker(
+                    "--serve=torch", *common, f"--tokens={tokens}", f"--features={features}"
                 )
+                try:
+                    t = interleaved_median_seconds(
+                        {"jax": jax_side.step, "torch": torch_side.step}, args.repeats, warmup=2
+                    )
+                finally:
+                    jax_side.close()
+                    torch_side.close()
                 jax_s, torch_s = t["jax"], t["torch"]
                 rows.append(
-                    dict(setting=name, size=size, tokens=tokens, features=features, batch=batch,
-                         dctjax_step_s=jax_s, torch_step_s=torch_s, speedup=torch_s / jax_s)
+                    dict(setting=name, size=size, tokens=tokens, features=features,
+                         batch=int(batch), dctjax_step_s=jax_s, torch_step_s=torch_s,
+                         speedup=torch_s / jax_s)
                 )  # fmt: skip
                 print(rows[-1], flush=True)
-    print(f"\n{os.cpu_count()} CPU cores, jax {jax.__version__}, torch {torch.__version__}")
+    versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
+    print(f"\n{os.cpu_count()} CPU cores, jax {versions['jax']}, torch {versions['torch']}")
     print_table(
         rows,
         [
@@ -181,7 +256,7 @@ def main() -> None:
             "speedup",
         ],
     )
-    write_json(args.json, {"rows": rows, "torch": torch.__version__, "jax": jax.__version__})
+    write_json(args.json, {"rows": rows, **versions})
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def dctdiff_config(
     c.representation_kwargs = dict(block_size=block_size, low_freqs=low_freqs, stats=stats)
 
     c.model = "uvit"
-    c.model_kwargs = dict(size=size, num_classes=num_classes)
+    # attention: 'auto' = cuDNN flash attention on NVIDIA GPUs with bf16, XLA elsewhere
+    c.model_kwargs = dict(size=size, num_classes=num_classes, attention="auto")
     c.pixel_patch_size = pixel_patch_size
     c.dtype = "float32"  # 'bfloat16': bf16 compute, float32 parameters and optimiser state
 

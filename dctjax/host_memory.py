@@ -10,8 +10,9 @@ neutral at batch 8, dctjax's step alone in alternating processes).
 
 The settings are process-wide and only take effect for threads that have not allocated yet: call
 it first thing in a launcher, before JAX runs anything. The cost is that freed memory stays with
-the process (its resident size stays at its peak). `launch/train.py` and
-`benchmarks/train_step.py` call it; set DCTJAX_KEEP_HOST_MEMORY=0 to opt out.
+the process (its resident size stays at its peak). `launch/train.py`,
+`benchmarks/train_step.py` and the dctjax worker of `benchmarks/torch_step.py` call it; set
+DCTJAX_KEEP_HOST_MEMORY=0 to opt out.
 """
 
 from __future__ import annotations

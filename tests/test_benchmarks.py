@@ -2,6 +2,8 @@
 
 import itertools
 
+import pytest
+
 from benchmarks import _timing
 from benchmarks.train_step import peak_tflops
 
@@ -22,3 +24,30 @@ def test_interleaved_medians_take_turns(monkeypatch):
     got = _timing.interleaved_median_seconds(fns, repeats=3, warmup=1)
     assert order == ["a", "b"] + ["a", "b"] * 3  # warm-up, then strictly alternating
     assert got == {"a": 1.0, "b": 1.0}
+
+
+def test_torch_step_sides_run_in_their_own_processes():
+    pytest.importorskip("torch")
+    from benchmarks import torch_step
+
+    common = ("--settings=cifar10", "--sizes=T", "--batch=2")
+    jax_side = torch_step.Worker("--serve=jax", *common)
+    try:
+        info = jax_side.info
+        assert (info["tokens"], info["features"]) == (64, 24)  # CIFAR-10 DCT: 64 tokens x 24
+        assert info["keeps_host_memory"] is True  # the launcher's allocator setting
+        torch_side = torch_step.Worker(
+            "--serve=torch", *common, f"--tokens={info['tokens']}", f"--features={info['features']}"
+        )
+        try:
+            assert torch_side.info["keeps_host_memory"] is False
+            assert torch_side.info["version"].startswith("2.")
+            t = _timing.interleaved_median_seconds(
+                {"jax": jax_side.step, "torch": torch_side.step}, repeats=2, warmup=1
+            )
+            assert t["jax"] > 0 and t["torch"] > 0
+        finally:
+            torch_side.close()
+    finally:
+        jax_side.close()
+    assert jax_side.proc.returncode == 0 and torch_side.proc.returncode == 0

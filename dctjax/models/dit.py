@@ -75,13 +75,16 @@ class DiTBlock(nnx.Module):
         num_heads: int,
         mlp_ratio: float,
         *,
+        attention: str = "auto",
         dtype: Any,
         param_dtype: Any,
         rngs: nnx.Rngs,
     ):
         linear = layers.make_linear(_xavier, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.norm1 = _norm(dim, dtype, param_dtype, rngs)
-        self.attn = layers.Attention(dim, num_heads, qkv_bias=True, linear=linear)
+        self.attn = layers.Attention(
+            dim, num_heads, qkv_bias=True, linear=linear, implementation=attention
+        )
         self.norm2 = _norm(dim, dtype, param_dtype, rngs)
         self.mlp = layers.Mlp(dim, int(dim * mlp_ratio), approximate=True, linear=linear)
         self.adaLN_modulation = linear(dim, 6 * dim, kernel_init=_zeros)
@@ -124,7 +127,7 @@ class DiT(nnx.Module):
         y=None (or y == num_classes) selects the null row, as in DiT's classifier-free guidance.
       frequency_embedding_size: the width of the timestep sinusoid (256).
       time_scale: tau = time_scale * t (999).
-      remat, dtype, param_dtype: as for `UViT`.
+      remat, attention, dtype, param_dtype: as for `UViT`.
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class DiT(nnx.Module):
         frequency_embedding_size: int = 256,
         time_scale: float = 999.0,
         remat: bool = False,
+        attention: str = "auto",
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -195,7 +199,9 @@ class DiT(nnx.Module):
             else None
         )
         blk = dict(dtype=self.dtype, param_dtype=param_dtype, rngs=rngs)
-        self.blocks = nnx.List([DiTBlock(d, heads, mlp_ratio, **blk) for _ in range(depth)])
+        self.blocks = nnx.List(
+            [DiTBlock(d, heads, mlp_ratio, attention=attention, **blk) for _ in range(depth)]
+        )
         self.final_layer = FinalLayer(d, features, **blk)
 
     @property

@@ -3,8 +3,8 @@
 Conventions:
 - Activations are batch-first: tokens (N, T, D), images NHWC (N, H, W, C).
 - `dtype` is the compute dtype (float32 or bfloat16); parameters are `param_dtype` (float32).
-  Attention logits and softmax run in float32 whatever `dtype` is (`jax.nn.dot_product_attention`
-  accumulates the logits in float32 and always takes the softmax in float32).
+  Attention logits and softmax run in float32 whatever `dtype` is (both XLA's and cuDNN's
+  `jax.nn.dot_product_attention` accumulate the logits and take the softmax in float32).
 - Fused qkv features are ordered [q | k | v], each split by heads (3 outermost, then heads, then
   head dim), as in the PyTorch references, so their weights convert by a transpose only.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 import jax
@@ -262,14 +262,107 @@ class LayerNorm(nnx.Module):
         return layer_norm(x.astype(self.dtype), scale, bias, self.epsilon)
 
 
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+
+
+@cache
+def _cudnn_problem(backend: str, dtype: str, head_dim: int) -> str | None:
+    """Why jax's cuDNN flash attention cannot run (N, T, h, head_dim) `dtype` here, or None."""
+    spec = jax.ShapeDtypeStruct((1, 8, 1, head_dim), jnp.dtype(dtype))
+    try:
+        jax.eval_shape(
+            partial(jax.nn.dot_product_attention, implementation="cudnn"), spec, spec, spec
+        )
+    except Exception as e:  # jax raises RuntimeError, NotImplementedError or ValueError here
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def attention_implementation(requested: str, dtype: Any, head_dim: int) -> str:
+    """The `jax.nn.dot_product_attention` implementation for `requested` ('auto', 'xla', 'cudnn').
+
+    'auto' is cuDNN's fused flash attention where jax can run it for this dtype and head dim (an
+    NVIDIA GPU, bfloat16 or float16, head dim a multiple of 8 up to 128/256), else 'xla'. jax's own
+    default (`implementation=None`) is always XLA's unfused softmax(q k^T) v, which writes the
+    (N, h, T, T) logits to memory: at 1024 tokens that, not the matmuls, would bound a GPU step.
+    """
+    if requested not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attention={requested!r} is not one of {ATTENTION_IMPLEMENTATIONS}; 'auto' picks cuDNN "
+            "flash attention where it runs and XLA otherwise."
+        )
+    if requested == "xla":
+        return "xla"
+    problem = _cudnn_problem(jax.default_backend(), jnp.dtype(dtype).name, int(head_dim))
+    if problem is None:
+        return "cudnn"
+    if requested == "cudnn":
+        raise ValueError(
+            f"attention='cudnn' cannot run {jnp.dtype(dtype).name} attention with head dim "
+            f"{head_dim} on the {jax.default_backend()} backend ({problem}). It needs an NVIDIA "
+            "GPU and bfloat16/float16 compute (config.dtype='bfloat16'); use attention='auto' or "
+            "'xla'."
+        )
+    return "xla"
+
+
+def dot_product_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "auto"
+) -> jax.Array:
+    """softmax(q k^T / sqrt(head_dim)) v over (N, T, h, head_dim) -> (N, T, h, head_dim).
+
+    With cuDNN, an odd T is padded by one token that is masked out as a key (and its query row is
+    dropped): jax's cuDNN training rule rejects odd sequence lengths (it checks the length as if a
+    bias were given, because the absent bias is passed on as an empty placeholder), and U-ViT's
+    token count is odd (1024 tokens + the time token).
+    """
+    impl = attention_implementation(implementation, q.dtype, q.shape[-1])
+    n, t = q.shape[:2]
+    if impl == "xla" or t % 2 == 0:
+        return jax.nn.dot_product_attention(q, k, v, implementation=impl)
+    return padded_attention(q, k, v, t + 1, impl)
+
+
+def padded_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, padded_len: int, implementation: str
+) -> jax.Array:
+    """Attention over T tokens computed at length `padded_len` >= T with the extra keys masked.
+
+    (N, T, h, head_dim) -> (N, T, h, head_dim); equal to unpadded attention (values and gradients).
+    """
+    n, t = q.shape[:2]
+    pad = [(0, 0), (0, padded_len - t), (0, 0), (0, 0)]
+    lengths = jnp.full((n,), t, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        *(jnp.pad(a, pad) for a in (q, k, v)),
+        query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths,
+        implementation=implementation,
+    )
+    return out[:, :t]
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention: qkv Dense(D -> 3D), softmax(q k^T / sqrt(D/h)) v, Dense(D -> D).
 
-    (N, T, D) -> (N, T, D). Computed by `jax.nn.dot_product_attention` (float32 logits/softmax).
+    (N, T, D) -> (N, T, D). The softmax runs in float32 (`dot_product_attention`);
+    `implementation` is one of `ATTENTION_IMPLEMENTATIONS` ('auto': cuDNN flash attention where it
+    runs, else XLA).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool, linear: LinearFactory):
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        qkv_bias: bool,
+        linear: LinearFactory,
+        implementation: str = "auto",
+    ):
+        if implementation not in ATTENTION_IMPLEMENTATIONS:
+            attention_implementation(implementation, jnp.float32, dim // num_heads)  # raises
         self.num_heads = num_heads
+        self.implementation = implementation
         self.qkv = linear(dim, 3 * dim, use_bias=qkv_bias)
         self.proj = linear(dim, dim, use_bias=True)
 
@@ -280,7 +373,7 @@ class Attention(nnx.Module):
             y.reshape(n, t, self.num_heads, d // self.num_heads)
             for y in jnp.split(self.qkv(x), 3, axis=-1)
         )
-        out = jax.nn.dot_product_attention(q, k, v)
+        out = dot_product_attention(q, k, v, self.implementation)
         return self.proj(out.reshape(n, t, d))
 
 

@@ -57,6 +57,7 @@ class Block(nnx.Module):
         *,
         qkv_bias: bool,
         skip: bool,
+        attention: str = "auto",
         dtype: Any,
         param_dtype: Any,
         rngs: nnx.Rngs,
@@ -67,7 +68,9 @@ class Block(nnx.Module):
         norm = dict(epsilon=LN_EPS, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
         self.skip_linear = linear(2 * dim, dim) if skip else None
         self.norm1 = layers.LayerNorm(dim, **norm)
-        self.attn = layers.Attention(dim, num_heads, qkv_bias=qkv_bias, linear=linear)
+        self.attn = layers.Attention(
+            dim, num_heads, qkv_bias=qkv_bias, linear=linear, implementation=attention
+        )
         self.norm2 = layers.LayerNorm(dim, **norm)
         self.mlp = layers.Mlp(dim, int(dim * mlp_ratio), approximate=False, linear=linear)
 
@@ -94,6 +97,8 @@ class UViT(nnx.Module):
       conv: the final 3x3 conv of the pixel baseline (default: True with pixels; tokens: no conv).
       time_scale: tau = time_scale * t (999, the reference's network time input).
       remat: gradient checkpointing of every block (the reference's `use_checkpoint`).
+      attention: 'auto' (cuDNN flash attention where it runs, else XLA), 'xla' or 'cudnn'
+        (`layers.attention_implementation`).
       dtype, param_dtype: compute and parameter dtypes (e.g. bfloat16 and float32).
     """
 
@@ -112,6 +117,7 @@ class UViT(nnx.Module):
         conv: bool | None = None,
         time_scale: float = 999.0,
         remat: bool = False,
+        attention: str = "auto",
         dtype: Any = jnp.float32,
         param_dtype: Any = jnp.float32,
         rngs: nnx.Rngs,
@@ -153,7 +159,13 @@ class UViT(nnx.Module):
         self.pos_embed = nnx.Param(
             layers.normal_002(rngs.params(), (1, self.extras + self.num_tokens, d), param_dtype)
         )
-        block = dict(qkv_bias=qkv_bias, dtype=self.dtype, param_dtype=param_dtype, rngs=rngs)
+        block = dict(
+            qkv_bias=qkv_bias,
+            attention=attention,
+            dtype=self.dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
         self.in_blocks = nnx.List(
             [Block(d, heads, mlp_ratio, skip=False, **block) for _ in range(depth // 2)]
         )

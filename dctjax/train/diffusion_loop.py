@@ -29,7 +29,7 @@ from dctjax.data import pipeline, sources
 from dctjax.diffusion.objectives import diffusion_loss, get_prediction
 from dctjax.diffusion.samplers import get_sampler
 from dctjax.diffusion.schedules import VPSchedule
-from dctjax.models import make_model
+from dctjax.models import layers, make_model
 from dctjax.sampling import STATS_COPY, WorkdirSampler, image_grid
 from dctjax.train import checkpoint, metrics, optim, schedule, sharding
 from dctjax.train import state as state_lib
@@ -84,6 +84,9 @@ def build(config: ml_collections.ConfigDict, *, check_batch: bool = True) -> Set
         raise ValueError(
             f"model {config.model!r} has non-parameter state; the trainer expects none."
         )
+    if hasattr(abstract, "num_heads"):  # attention='cudnn' where it cannot run: error now
+        head_dim = abstract.embed_dim // abstract.num_heads
+        layers.attention_implementation(model_kwargs.get("attention", "auto"), dtype, head_dim)
 
     def init_fn(key: jax.Array) -> Any:
         return nnx.state(new_model(key), nnx.Param)

@@ -127,3 +127,82 @@ def test_layer_norm_module_params_and_dtype():
     assert ln(jnp.ones((2, 8))).dtype == jnp.bfloat16
     bare = layers.LayerNorm(8, use_scale=False, use_bias=False)
     assert not jax.tree.leaves(nnx.state(bare, nnx.Param))
+
+
+def _attention_reference(q, k, v):
+    """softmax(q k^T / sqrt(d)) v per head in float64; (N, T, h, d) arrays."""
+    logits = np.einsum("nthd,nshd->nhts", q, k) / math.sqrt(q.shape[-1])
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    return np.einsum("nhts,nshd->nthd", p / p.sum(-1, keepdims=True), v)
+
+
+@pytest.mark.parametrize("padded_len", [8, 12])
+def test_padded_attention_equals_unpadded(padded_len):
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 7, 3, 8)) for _ in range(3))
+    f = lambda *a: layers.padded_attention(*a, padded_len=padded_len, implementation="xla")  # noqa: E731
+    got = f(*(jnp.float32(a) for a in (q, k, v)))
+    assert got.shape == (2, 7, 3, 8)
+    np.testing.assert_allclose(got, _attention_reference(q, k, v), rtol=1e-5, atol=1e-5)
+    g = jnp.float32(rng.standard_normal((2, 7, 3, 8)))
+    args = tuple(jnp.float32(a) for a in (q, k, v))
+    grads = jax.vjp(f, *args)[1](g)
+    ref = jax.vjp(lambda *a: jax.nn.dot_product_attention(*a), *args)[1](g)
+    for a, b in zip(grads, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_attention_implementation_on_cpu():
+    assert layers.attention_implementation("auto", jnp.float32, 64) == "xla"
+    assert layers.attention_implementation("auto", jnp.bfloat16, 64) == "xla"
+    assert layers.attention_implementation("xla", jnp.bfloat16, 64) == "xla"
+    with pytest.raises(ValueError, match="needs an NVIDIA GPU.*attention='auto'"):
+        layers.attention_implementation("cudnn", jnp.bfloat16, 64)
+    with pytest.raises(ValueError, match="attention='flash' is not one of"):
+        layers.attention_implementation("flash", jnp.float32, 64)
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 5, 2, 8)) for _ in range(3))
+    got = layers.dot_product_attention(*(jnp.float32(a) for a in (q, k, v)))
+    np.testing.assert_allclose(got, _attention_reference(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def cudnn_visible(monkeypatch):
+    """Makes jax's cuDNN attention checks pass on this CPU machine, for lowering to CUDA only."""
+    fa = pytest.importorskip("jax._src.cudnn.fused_attention_stablehlo")
+    if not hasattr(fa, "check_cudnn_version") or not hasattr(fa, "check_compute_capability"):
+        pytest.skip("this jax has other cuDNN checks")
+    monkeypatch.setattr(fa, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(fa, "check_compute_capability", lambda capability: True)
+    layers._cudnn_problem.cache_clear()
+    yield
+    layers._cudnn_problem.cache_clear()
+
+
+def _cuda_hlo(f, *specs) -> str:
+    return jax.jit(f).trace(*specs).lower(lowering_platforms=("cuda",)).as_text()
+
+
+def test_auto_attention_lowers_to_cudnn_kernels_on_gpu(cudnn_visible):
+    """What a GPU run compiles: U-ViT's bf16 train-step gradient with an odd token count (16 tokens +
+    the time token) uses cuDNN's fused forward and backward kernels, through the padding."""
+    from dctjax.models.uvit import UViT
+
+    assert layers.attention_implementation("auto", jnp.bfloat16, 16) == "cudnn"
+    assert layers.attention_implementation("auto", jnp.float32, 16) == "xla"
+    model = UViT((16, 6), size="T", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+
+    def loss(params, x, t):
+        return jnp.mean(nnx.merge(graphdef, params)(x, t) ** 2)
+
+    specs = (jax.ShapeDtypeStruct((2, 16, 6), jnp.float32), jax.ShapeDtypeStruct((2,), jnp.float32))
+    hlo = _cuda_hlo(jax.grad(loss), params, *specs)
+    blocks = 2 * (model.depth // 2) + 1  # in-blocks, the mid block, out-blocks
+    assert hlo.count("__cudnn$fmhaSoftmax(") == blocks
+    assert hlo.count("__cudnn$fmhaSoftmaxBackward(") == hlo.count("__cudnn$fmhaSoftmax(")
+    # why the padding: jax's own cuDNN training rule rejects the odd length unpadded
+    q = jax.ShapeDtypeStruct((2, 17, 4, 16), jnp.bfloat16)
+    unpadded = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="cudnn")  # noqa: E731
+    with pytest.raises(NotImplementedError, match="sequence length"):
+        _cuda_hlo(jax.grad(lambda *a: unpadded(*a).astype(jnp.float32).sum()), q, q, q)

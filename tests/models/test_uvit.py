@@ -329,6 +329,7 @@ def test_registry():
         (dict(size="T", input_shape=(18, 16, 3), patch_size=4), "not divisible by patch_size=4"),
         (dict(size="T", input_shape=(16, 24), patch_size=4), "input_shape"),
         (dict(size="T", mlp_ratio=0), "mlp_ratio"),
+        (dict(size="T", attention="flash"), "attention='flash' is not one of"),
     ],
 )
 def test_bad_configs_raise(kwargs, match):

@@ -122,11 +122,17 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         ("representation", "voxels", "unknown representation 'voxels'"),
         ("batch_size", 6, "batch_size=6 is not divisible by the 8 devices"),
         ("dtype", "float16", "dtype='float16'"),
+        ("model_kwargs.attention", "cudnn", "attention='cudnn' cannot run float32 attention"),
+        ("model_kwargs.attention", "flash", "attention='flash' is not one of"),
     ],
 )
 def test_config_validation_before_compilation(tmp_path, field, value, match):
     c = tiny_config()
-    c[field] = value
+    *parents, name = field.split(".")
+    node = c
+    for parent in parents:
+        node = node[parent]
+    node[name] = value
     with pytest.raises(ValueError, match=match):
         diffusion_loop.train_and_evaluate(c, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
