@@ -265,6 +265,16 @@ class LayerNorm(nnx.Module):
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 
 
+def check_attention(requested: str) -> str:
+    """`requested` if it is one of `ATTENTION_IMPLEMENTATIONS`, else a ValueError naming them."""
+    if requested not in ATTENTION_IMPLEMENTATIONS:
+        raise ValueError(
+            f"attention={requested!r} is not one of {ATTENTION_IMPLEMENTATIONS}; 'auto' picks cuDNN "
+            "flash attention where it runs and XLA otherwise."
+        )
+    return requested
+
+
 @cache
 def _cudnn_problem(backend: str, dtype: str, head_dim: int) -> str | None:
     """Why jax's cuDNN flash attention cannot run (N, T, h, head_dim) `dtype` here, or None."""
@@ -286,12 +296,7 @@ def attention_implementation(requested: str, dtype: Any, head_dim: int) -> str:
     default (`implementation=None`) is always XLA's unfused softmax(q k^T) v, which writes the
     (N, h, T, T) logits to memory: at 1024 tokens that, not the matmuls, would bound a GPU step.
     """
-    if requested not in ATTENTION_IMPLEMENTATIONS:
-        raise ValueError(
-            f"attention={requested!r} is not one of {ATTENTION_IMPLEMENTATIONS}; 'auto' picks cuDNN "
-            "flash attention where it runs and XLA otherwise."
-        )
-    if requested == "xla":
+    if check_attention(requested) == "xla":
         return "xla"
     problem = _cudnn_problem(jax.default_backend(), jnp.dtype(dtype).name, int(head_dim))
     if problem is None:
@@ -317,7 +322,7 @@ def dot_product_attention(
     token count is odd (1024 tokens + the time token).
     """
     impl = attention_implementation(implementation, q.dtype, q.shape[-1])
-    n, t = q.shape[:2]
+    t = q.shape[1]
     if impl == "xla" or t % 2 == 0:
         return jax.nn.dot_product_attention(q, k, v, implementation=impl)
     return padded_attention(q, k, v, t + 1, impl)
@@ -331,6 +336,8 @@ def padded_attention(
     (N, T, h, head_dim) -> (N, T, h, head_dim); equal to unpadded attention (values and gradients).
     """
     n, t = q.shape[:2]
+    if padded_len < t:
+        raise ValueError(f"padded_len={padded_len} is shorter than the {t} tokens.")
     pad = [(0, 0), (0, padded_len - t), (0, 0), (0, 0)]
     lengths = jnp.full((n,), t, jnp.int32)
     out = jax.nn.dot_product_attention(
@@ -359,10 +366,8 @@ class Attention(nnx.Module):
         linear: LinearFactory,
         implementation: str = "auto",
     ):
-        if implementation not in ATTENTION_IMPLEMENTATIONS:
-            attention_implementation(implementation, jnp.float32, dim // num_heads)  # raises
         self.num_heads = num_heads
-        self.implementation = implementation
+        self.implementation = check_attention(implementation)
         self.qkv = linear(dim, 3 * dim, use_bias=qkv_bias)
         self.proj = linear(dim, dim, use_bias=True)
 

@@ -160,6 +160,11 @@ def test_attention_implementation_on_cpu():
         layers.attention_implementation("cudnn", jnp.bfloat16, 64)
     with pytest.raises(ValueError, match="attention='flash' is not one of"):
         layers.attention_implementation("flash", jnp.float32, 64)
+    assert (
+        layers.check_attention("cudnn") == "cudnn"
+    )  # valid name: whether it runs is checked later
+    with pytest.raises(ValueError, match="padded_len=4 is shorter than the 5 tokens"):
+        layers.padded_attention(*(jnp.zeros((1, 5, 1, 8)),) * 3, padded_len=4, implementation="xla")
     rng = np.random.default_rng(1)
     q, k, v = (rng.standard_normal((2, 5, 2, 8)) for _ in range(3))
     got = layers.dot_product_attention(*(jnp.float32(a) for a in (q, k, v)))
