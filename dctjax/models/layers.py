@@ -276,8 +276,9 @@ def check_attention(requested: str) -> str:
 
 
 @cache
-def _cudnn_problem(backend: str, dtype: str, head_dim: int) -> str | None:
-    """Why jax's cuDNN flash attention cannot run (N, T, h, head_dim) `dtype` here, or None."""
+def _cudnn_problem(dtype: str, head_dim: int) -> str | None:
+    """Why jax's cuDNN flash attention cannot run (N, T, h, head_dim) `dtype` on the default
+    backend, or None."""
     spec = jax.ShapeDtypeStruct((1, 8, 1, head_dim), jnp.dtype(dtype))
     try:
         jax.eval_shape(
@@ -298,7 +299,7 @@ def attention_implementation(requested: str, dtype: Any, head_dim: int) -> str:
     """
     if check_attention(requested) == "xla":
         return "xla"
-    problem = _cudnn_problem(jax.default_backend(), jnp.dtype(dtype).name, int(head_dim))
+    problem = _cudnn_problem(jnp.dtype(dtype).name, int(head_dim))
     if problem is None:
         return "cudnn"
     if requested == "cudnn":
