@@ -18,9 +18,7 @@ import argparse
 import functools
 import os
 import platform
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # One XLA host device per core, so the batch can also be sharded over the cores (data parallel, as
 # the reference spreads its loop over loader workers). Must be set before jax is imported.
 os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count() or 1}")

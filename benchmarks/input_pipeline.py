@@ -32,8 +32,6 @@ from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import grain
 import jax
 import numpy as np

@@ -26,8 +26,6 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -40,7 +38,7 @@ from configs import quickstart  # noqa: E402
 from dctjax.data import dataset_stats, sources  # noqa: E402
 from dctjax.eval.metrics import frechet_distance  # noqa: E402
 from dctjax.sampling import image_grid, load_workdir_sampler  # noqa: E402
-from dctjax.train import checkpoint, diffusion_loop  # noqa: E402
+from dctjax.train import checkpoint, loop  # noqa: E402
 
 DATASETS = {
     # name -> (source name, make_source kwargs, number of classes)
@@ -111,7 +109,7 @@ def train(name: str, kind: str, args: argparse.Namespace) -> tuple[str, float]:
         done = (ck.latest_step() or 0) >= args.steps
     t0 = time.perf_counter()
     if not done:
-        diffusion_loop.train_and_evaluate(c, workdir)
+        loop.train_and_evaluate(c, workdir)
     return workdir, time.perf_counter() - t0
 
 

@@ -13,10 +13,6 @@ The network dominates, so images/s x NFE should be roughly constant across sampl
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 
@@ -28,8 +24,9 @@ from configs import (  # noqa: E402
     dctdiff_ffhq256,
     quickstart,
 )
+from dctjax import families
 from dctjax.sampling import WorkdirSampler  # noqa: E402
-from dctjax.train import diffusion_loop, sharding  # noqa: E402
+from dctjax.train import sharding  # noqa: E402
 
 SAMPLERS = ("dpm_solver", "dpm_solver_pp", "ddim", "euler_ode", "euler_maruyama")
 NFES = (10, 20, 50)
@@ -52,9 +49,9 @@ def models(full: bool) -> list[tuple[str, object]]:
 
 
 def sampler_for(config, mesh) -> WorkdirSampler:
-    setup = diffusion_loop.build(config, check_batch=False)
-    params = jax.jit(setup.init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-    return WorkdirSampler.from_setup(config, setup, mesh, params=params)
+    model = families.build(config)
+    params = jax.jit(model.init_fn, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+    return WorkdirSampler(model, mesh, params=params)
 
 
 def main() -> None:
@@ -89,7 +86,7 @@ def main() -> None:
                 rows.append(
                     dict(
                         model=name,
-                        tokens=s.setup.representation.shape[0]
+                        tokens=s.model.representation.shape[0]
                         if config.representation != "pixels"
                         else None,
                         sampler=sampler,

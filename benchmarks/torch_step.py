@@ -29,8 +29,6 @@ import os
 import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from dctjax.host_memory import keep_freed_host_memory  # noqa: E402
 
 # as launch/train.py does, before JAX allocates; the PyTorch side keeps glibc's defaults
@@ -42,7 +40,7 @@ import numpy as np  # noqa: E402
 from benchmarks._timing import interleaved_median_seconds, print_table, write_json  # noqa: E402
 from configs import dctdiff_cifar10, dctdiff_ffhq128  # noqa: E402
 from dctjax.models.uvit import UVIT_SIZES  # noqa: E402
-from dctjax.train import diffusion_loop, sharding  # noqa: E402
+from dctjax.train import loop, sharding  # noqa: E402
 from dctjax.train import state as state_lib  # noqa: E402
 
 SETTINGS = {"cifar10": dctdiff_cifar10, "ffhq128": dctdiff_ffhq128}
@@ -131,10 +129,10 @@ def jax_step(module, size: str, batch: int):
     c = module.get_config()
     c.model_kwargs.size = size
     c.batch_size = batch
-    setup = diffusion_loop.build(c, check_batch=False)
+    model, training = loop.build(c)
     mesh = sharding.make_mesh(devices=jax.devices()[:1])
-    st = state_lib.create_train_state(setup.init_fn, setup.tx, 0, mesh)
-    step = jax.jit(diffusion_loop.make_train_step(setup, c), donate_argnums=0)
+    st = state_lib.create_train_state(model.init_fn, training.tx, 0, mesh)
+    step = jax.jit(loop.make_train_step(training), donate_argnums=0)
     res = c.resolution
     rng = np.random.default_rng(0)
     batch_arrays = {
@@ -147,7 +145,7 @@ def jax_step(module, size: str, batch: int):
         holder[0], m = step(holder[0], batch_arrays)
         jax.block_until_ready(m)
 
-    return run, setup.representation.shape
+    return run, model.representation.shape
 
 
 def serve(args: argparse.Namespace) -> None:

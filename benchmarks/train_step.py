@@ -19,10 +19,6 @@ The issue's GPU goal (U-ViT M, bf16, >= 45%) is, on one GPU:
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dctjax.host_memory import keep_freed_host_memory  # noqa: E402
 
@@ -41,7 +37,7 @@ from configs import (  # noqa: E402
     dctdiff_ffhq128,
     dctdiff_ffhq256,
 )
-from dctjax.train import diffusion_loop, sharding  # noqa: E402
+from dctjax.train import loop, sharding  # noqa: E402
 from dctjax.train import state as state_lib  # noqa: E402
 
 SETTINGS = {
@@ -96,25 +92,27 @@ def measure(
     c.model_kwargs.size = size
     c.batch_size = batch
     c.dtype = dtype
-    setup = diffusion_loop.build(c)
+    model, training = loop.build(c)
     mesh = sharding.make_mesh()
-    abstract = state_lib.abstract_train_state(setup.init_fn, setup.tx, 0, mesh)
+    abstract = state_lib.abstract_train_state(
+        model.init_fn, training.tx, 0, mesh, num_emas=len(training.ema_decays)
+    )
     bsh = sharding.batch_sharding(mesh)
     res = c.resolution
     images = jax.ShapeDtypeStruct((batch, res, res, 3), jnp.uint8, sharding=bsh)
     labels = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=bsh)
-    step = jax.jit(diffusion_loop.make_train_step(setup, c), donate_argnums=0)
+    step = jax.jit(loop.make_train_step(training), donate_argnums=0)
     compiled = step.lower(abstract, {"image": images, "label": labels}).compile()
     train_gflops = _cost(compiled) / batch / 1e9
 
     def forward(params, x, t):
-        return nnx.merge(setup.graphdef, params)(x, t)
+        return nnx.merge(model.graphdef, params)(x, t)
 
-    x = jax.ShapeDtypeStruct((batch, *setup.representation.shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((batch, *model.representation.shape), jnp.float32)
     t = jax.ShapeDtypeStruct((batch,), jnp.float32)
     fwd = jax.jit(forward).lower(abstract.params, x, t).compile()
     fwd_gflops = _cost(fwd) / batch / 1e9
-    tokens = int(np.prod(setup.representation.shape[:-1]))
+    tokens = int(np.prod(model.representation.shape[:-1]))
     if c.representation == "pixels":
         tokens = (res // c.model_kwargs.patch_size) ** 2
     row = dict(
@@ -130,7 +128,9 @@ def measure(
         mfu=None,
     )
     if timed:
-        st = state_lib.create_train_state(setup.init_fn, setup.tx, 0, mesh)
+        st = state_lib.create_train_state(
+            model.init_fn, training.tx, 0, mesh, num_emas=len(training.ema_decays)
+        )
         rng = np.random.default_rng(0)
         batch_arrays = {
             "image": jax.device_put(rng.integers(0, 256, (batch, res, res, 3), np.uint8), bsh),

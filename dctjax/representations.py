@@ -24,49 +24,69 @@ import numpy as np
 
 from dctjax.autoregressive import chunking
 from dctjax.codec import _checks, sparse, tokens
-from dctjax.data.reference_stats import ReferenceStats, load_stats, reference_stats
+from dctjax.data.reference_stats import (
+    ReferenceStats,
+    load_stats,
+    reference_stats,
+    stats_from_dict,
+)
 from dctjax.data.stats import ebfr_weights
+from dctjax.registry import Registry
 
-_REGISTRY: dict[str, type[Representation]] = {}
+_REGISTRY: Registry[type[Representation]] = Registry("representation")
 
 
 def register(name: str) -> Callable[[type], type]:
     """Class decorator adding a representation to the registry under `name`."""
 
     def add(cls: type) -> type:
-        if name in _REGISTRY:
-            raise ValueError(f"representation {name!r} is already registered.")
         cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+        return _REGISTRY.register(name, cls)
 
     return add
 
 
 def registered() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def make_representation(name: str, **kwargs: Any) -> Representation:
     """Builds a representation by name; its arguments are checked here, before any compilation."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown representation {name!r}; choose one of {registered()}.")
-    fields = {f.name for f in dataclasses.fields(_REGISTRY[name])}
+    cls = _REGISTRY.get(name)
+    fields = {f.name for f in dataclasses.fields(cls)}
     unknown = set(kwargs) - fields
     if unknown:
         raise ValueError(
             f"representation {name!r} takes no argument(s) {sorted(unknown)}; "
             f"its arguments are {sorted(fields)}."
         )
-    return _REGISTRY[name](**kwargs)
+    return cls(**kwargs)
 
 
 def from_config(config: Any) -> Representation:
     """`config.representation` names it; `config.representation_kwargs` (a dict) configures it;
     `config.resolution` is passed through."""
-    kwargs = dict(config.get("representation_kwargs", {}) or {})
+    kwargs = _to_dict(config.get("representation_kwargs", {}) or {})
     kwargs.setdefault("resolution", config.resolution)
     return make_representation(config.representation, **kwargs)
+
+
+def _to_dict(value: Any) -> Any:
+    return value.to_dict() if hasattr(value, "to_dict") else dict(value)
+
+
+def resolve_config(config: Any) -> Any:
+    """A copy of `config` whose statistics file (`representation_kwargs.stats` naming a JSON) is
+    replaced by its contents, so a run's saved config needs no outside file to be sampled."""
+    kw = config.get("representation_kwargs") or {}
+    stats = kw.get("stats") if hasattr(kw, "get") else None
+    if not (isinstance(stats, str) and stats.endswith(".json")):
+        return config
+    resolved = dataclasses.asdict(load_stats(stats))
+    resolved["source"] = resolved.get("source") or stats
+    d = config.to_dict()
+    d["representation_kwargs"]["stats"] = resolved
+    return type(config)(d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +136,14 @@ class Pixels(Representation):
 @dataclasses.dataclass(frozen=True)
 class DCTTokens(Representation):
     """DCTdiff tokens. eta and the entropies come from `stats`: a reference dataset name such as
-    'ffhq256', a JSON file from `launch/dct_stats.py`, or a `ReferenceStats`. Without `stats`,
+    'ffhq256', a JSON file from `launch/dct_stats.py`, that file's contents as a dict (how a run's
+    saved config holds them), or a `ReferenceStats`. Without `stats`,
     pass `eta` and the loss weights are unit; `ebfr=False` also gives unit weights."""
 
     block_size: int = 4
     low_freqs: int | None = None  # None: the statistics' L, else B*B (no truncation)
     eta: float | None = None
-    stats: str | ReferenceStats | None = None
+    stats: str | dict | ReferenceStats | None = None
     ebfr: bool = True
 
     def __post_init__(self):
@@ -133,6 +154,8 @@ class DCTTokens(Representation):
                 f"resolution={self.resolution} is not divisible by 2*block_size={2 * b}; "
                 f"use a resolution that is a multiple of {2 * b} or another block_size."
             )
+        if hasattr(self.stats, "keys"):  # a run's saved config holds the statistics themselves
+            object.__setattr__(self, "stats", stats_from_dict(self.stats))
         s = self._stats()
         if self.low_freqs is None:
             object.__setattr__(self, "low_freqs", b * b if s is None else s.low_freqs)

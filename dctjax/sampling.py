@@ -3,7 +3,8 @@
     sampler = load_workdir_sampler("runs/quickstart")            # latest step, EMA weights
     images = sampler.sample(jax.random.key(0), 64, sampler="dpm_solver", nfe=20)   # uint8 NHWC
 
-Used by `launch/sample.py`, `launch/evaluate.py --workdir`, the FID evaluator of the trainer and the
+Works for every model family (`dctjax.families`): the family's `sample_options` checks the
+options and its `sample_batch` draws one batch. Used by `launch/sample.py`, `launch/evaluate.py --workdir`, the FID evaluator of the trainer and the
 Colab notebook. Samples are generated in fixed-size batches (one compilation) whose batch axis is
 split over every device of a ('data', 'fsdp') mesh; the weights are replicated. Sample i starts from
 noise drawn from fold_in(key, i), so a deterministic sampler gives the same i-th image for any batch
@@ -24,14 +25,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
-from flax import nnx
 from jax.sharding import Mesh
 from orbax import checkpoint as ocp
 
-from dctjax.diffusion.generate import generate, initial_noise
+from dctjax import families
+from dctjax.families import TrainedModel
 from dctjax.train import checkpoint, sharding
 
-STATS_COPY = "dct_stats.json"  # the trainer's copy of a stats JSON, next to the checkpoints
+STATS_COPY = "dct_stats.json"  # where runs of earlier versions kept a copy of their stats JSON
 
 
 def _progress(done: int, total: int, stream=sys.stderr) -> None:
@@ -55,8 +56,9 @@ def load_config(step_dir: str | os.PathLike) -> ml_collections.ConfigDict:
 
 
 def _fix_stats_path(config: ml_collections.ConfigDict, step_dir: epath.Path) -> None:
-    """A stats JSON path that does not exist here (a run trained elsewhere) falls back to the copy
-    the trainer keeps in the workdir (step_dir is workdir/checkpoints/<step>)."""
+    """Runs of earlier versions saved the stats JSON's path, not its contents: a path that does not
+    exist here falls back to the copy those runs kept in the workdir (step_dir is
+    workdir/checkpoints/<step>). Runs of this version hold the statistics in their config."""
     kw = config.get("representation_kwargs") or {}
     stats = kw.get("stats") if hasattr(kw, "get") else None
     if isinstance(stats, str) and stats.endswith(".json") and not os.path.exists(stats):
@@ -72,40 +74,35 @@ def _fix_stats_path(config: ml_collections.ConfigDict, step_dir: epath.Path) -> 
 
 @dataclasses.dataclass
 class WorkdirSampler:
-    """A trained diffusion model ready to sample. Build it with `load_workdir_sampler`."""
+    """A trained model of any family, ready to sample. Build it with `load_workdir_sampler`, or
+    `WorkdirSampler(model, mesh)` and `set_params` during training."""
 
-    config: ml_collections.ConfigDict
-    setup: Any  # dctjax.train.diffusion_loop.Setup
-    params: Any
-    step: int
+    model: TrainedModel
     mesh: Mesh
-    num_classes: int
-    null_label: int | None
+    params: Any = None
+    step: int = 0
     _compiled: dict = dataclasses.field(default_factory=dict, repr=False)
 
-    @classmethod
-    def from_setup(
-        cls,
-        config: ml_collections.ConfigDict,
-        setup: Any,
-        mesh: Mesh,
-        params: Any = None,
-        step: int = 0,
-    ) -> WorkdirSampler:
-        """A sampler for a trainer `Setup` (params set later with `set_params`)."""
-        return cls(
-            config=config, setup=setup, params=params, step=step, mesh=mesh,
-            num_classes=setup.num_classes, null_label=setup.null_label,
-        )  # fmt: skip
+    @property
+    def config(self) -> ml_collections.ConfigDict:
+        return self.model.config
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.num_classes
+
+    @property
+    def null_label(self) -> int | None:
+        return self.model.null_label
+
+    @property
+    def resolution(self) -> int:
+        return int(self.config.resolution)
 
     def set_params(self, params: Any, step: int) -> None:
         """Samples from `params` (e.g. a train state's EMA weights, any sharding) from now on."""
         self.params = jax.device_put(params, sharding.replicated(self.mesh))
         self.step = step
-
-    @property
-    def resolution(self) -> int:
-        return int(self.config.resolution)
 
     def default_labels(self, key: jax.Array, num: int) -> np.ndarray | None:
         """Labels for `num` samples of a class-conditional model, uniform over the classes (the
@@ -115,104 +112,80 @@ class WorkdirSampler:
         rng = jax.random.fold_in(key, 0x1ABE1)
         return np.asarray(jax.random.randint(rng, (num,), 0, self.num_classes, jnp.int32))
 
-    def _check(self, labels: np.ndarray | None, guidance: float | None, num: int) -> None:
-        if labels is not None:
-            if not self.num_classes:
-                raise ValueError(
-                    "labels were given but the model is unconditional (num_classes=0)."
-                )
-            if labels.shape != (num,):
-                raise ValueError(f"labels must have shape ({num},), got {labels.shape}.")
-            if labels.min() < 0 or labels.max() >= self.num_classes:
-                raise ValueError(f"labels must be in [0, {self.num_classes}).")
-        if guidance is not None:
-            if self.null_label is None:
-                raise ValueError(
-                    "classifier-free guidance needs a model trained with a null class (a DiT with "
-                    "num_classes > 0 and label dropout); this model has none."
-                )
+    def _check_labels(self, labels: np.ndarray | None, num: int) -> None:
+        if labels is None:
+            return
+        if not self.num_classes:
+            raise ValueError("labels were given but the model is unconditional (num_classes=0).")
+        if labels.shape != (num,):
+            raise ValueError(f"labels must have shape ({num},), got {labels.shape}.")
+        if labels.min() < 0 or labels.max() >= self.num_classes:
+            raise ValueError(f"labels must be in [0, {self.num_classes}).")
 
-    def _batch_fn(self, sampler: str, nfe: int, guided: bool, kw: tuple) -> Callable:
-        cache_key = (sampler, nfe, guided, kw)
-        if cache_key not in self._compiled:
-            self._compiled[cache_key] = self._make_batch_fn(sampler, nfe, guided, kw)
-        return self._compiled[cache_key]
+    def _batch_fn(self, options: tuple) -> Callable:
+        if options not in self._compiled:
+            model, family = self.model, self.model.family
+            repl = sharding.replicated(self.mesh)
+            batch_sh = sharding.batch_sharding(self.mesh)
 
-    def _make_batch_fn(self, sampler: str, nfe: int, guided: bool, kw: tuple) -> Callable:
-        setup, config = self.setup, self.config
-        repl = sharding.replicated(self.mesh)
-        batch_sh = sharding.batch_sharding(self.mesh)
+            def run(params, key, indices, labels):
+                return family.sample_batch(model, params, key, indices, labels, dict(options))
 
-        def run(params, key, indices, labels, guidance):
-            model = nnx.merge(setup.graphdef, params)
-            x_T = initial_noise(key, indices, setup.representation.shape)
-            return generate(
-                model, setup.representation, setup.diffusion,
-                jax.random.fold_in(key, indices[0]), indices.shape[0],
-                sampler=sampler, nfe=nfe, labels=labels,
-                prediction=config.diffusion.prediction,
-                guidance=guidance if guided else None, null_label=self.null_label,
-                x_T=x_T, **dict(kw),
-            )  # fmt: skip
-
-        label_sh = batch_sh if self.num_classes else None
-        return jax.jit(
-            run,
-            in_shardings=(repl, repl, batch_sh, label_sh, repl),
-            out_shardings=batch_sh,
-        )
+            label_sh = batch_sh if self.num_classes else None
+            self._compiled[options] = jax.jit(
+                run, in_shardings=(repl, repl, batch_sh, label_sh), out_shardings=batch_sh
+            )
+        return self._compiled[options]
 
     def sample(
         self,
         key: jax.Array,
         num: int,
-        *,
-        sampler: str | None = None,
-        nfe: int | None = None,
         labels: np.ndarray | int | None = None,
-        guidance: float | None = None,
+        *,
         batch_size: int | None = None,
         progress: bool = False,
-        **sampler_kwargs: Any,
+        **sampler_options: Any,
     ) -> np.ndarray:
         """`num` samples as uint8 (num, R, R, 3), on every process (multi-host: gathered).
 
-        sampler, nfe: default to the training config's `sample` settings.
         labels: (num,) ints, one int for all, or None (uniform random classes when conditional).
-        guidance: classifier-free guidance scale (needs a null class); None: conditional only.
+        sampler_options: the family's (diffusion and flow: sampler, nfe, guidance, ...); None or
+          missing ones default to the run's `config.sample`. They are checked before compiling.
         batch_size: samples per compiled call (default: config.sample.num rounded up to a multiple
           of the device count); the last batch is padded and trimmed.
         """
-        from dctjax.diffusion.samplers import get_sampler
-
-        sampler = sampler or self.config.sample.sampler
-        nfe = int(nfe or self.config.sample.nfe)
-        get_sampler(sampler)
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}.")
+        opts = self.model.family.sample_options(self.config, self.model, **sampler_options)
         batch_size = sharding.round_to_devices(batch_size or int(self.config.sample.num), self.mesh)
         if labels is None:
             labels = self.default_labels(key, num)
         elif np.ndim(labels) == 0:
             labels = np.full((num,), int(labels), np.int32)
         labels = None if labels is None else np.asarray(labels, np.int32)
-        self._check(labels, guidance, num)
-
-        fn = self._batch_fn(
-            sampler, nfe, guidance is not None, tuple(sorted(sampler_kwargs.items()))
-        )
+        self._check_labels(labels, num)
+        fn = self._batch_fn(tuple(sorted(opts.items())))
         out = []
-        num_batches = -(-num // batch_size)
-        for b in range(num_batches):
+        for b in range(-(-num // batch_size)):
             idx = np.arange(b * batch_size, (b + 1) * batch_size, dtype=np.int32)
-            lab = None
-            if labels is not None:
-                lab = labels[np.minimum(idx, num - 1)]
-            images = fn(self.params, key, idx, lab, jnp.float32(guidance or 0.0))
-            out.append(_to_host(images))
+            lab = None if labels is None else labels[np.minimum(idx, num - 1)]
+            out.append(_to_host(fn(self.params, key, idx, lab)))
             if progress and jax.process_index() == 0:
                 _progress(min((b + 1) * batch_size, num), num)
         return np.concatenate(out)[:num]
+
+    def grid(self, params: Any, key: jax.Array, step: int, num: int, **options: Any) -> np.ndarray:
+        """A grid of `num` samples from `params` drawn from fold_in(key, step), uint8 (H', W', 3).
+
+        Class-conditional models get one class per grid row (0, 1, 2, ...)."""
+        cols = int(np.ceil(np.sqrt(num)))
+        labels = None
+        if self.num_classes:
+            labels = (np.arange(num, dtype=np.int32) // cols) % self.num_classes
+        self.set_params(params, step)
+        images = self.sample(jax.random.fold_in(key, step), num, labels, batch_size=num, **options)
+        return image_grid(images)
 
 
 def _to_host(x: jax.Array) -> np.ndarray:
@@ -231,7 +204,7 @@ def load_workdir_sampler(
     mesh: Mesh | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> WorkdirSampler:
-    """Loads one checkpoint of a diffusion run for sampling.
+    """Loads one checkpoint of a run of any family for sampling (no optimiser is built).
 
     workdir: the training workdir (or its checkpoints directory, or one step's directory).
     step: which checkpoint (default: the latest complete one).
@@ -239,8 +212,6 @@ def load_workdir_sampler(
     mesh: where to sample (default: a data-parallel mesh over all devices).
     overrides: config fields to change before building, e.g. {'dtype': 'float32'}.
     """
-    from dctjax.train import diffusion_loop
-
     step_dir = checkpoint.resolve_step_dir(workdir, step)
     config = load_config(step_dir)
     if overrides:
@@ -250,12 +221,15 @@ def load_workdir_sampler(
                 target = config
                 for part in [node, *rest][:-1]:
                     target = target[part]
-                target[[node, *rest][-1]] = v
+                leaf = [node, *rest][-1]
+                if leaf in target:  # the new value may have another type (a path for a dict)
+                    del target[leaf]
+                target[leaf] = v
     _fix_stats_path(config, step_dir)
-    setup = diffusion_loop.build(config, check_batch=False)
+    model = families.build(config)
     mesh = mesh or sharding.make_mesh(-1, 1)
     repl = sharding.replicated(mesh)
-    abstract = jax.eval_shape(setup.init_fn, jax.random.key(0))
+    abstract = jax.eval_shape(model.init_fn, jax.random.key(0))
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract
     )
@@ -263,7 +237,7 @@ def load_workdir_sampler(
     params = checkpoint.restore_weights(step_dir, {name: abstract})[name]
     step_num = int(step_dir.name.split("_")[-1]) if step is None else int(step)
     logging.info("Loaded %s of step %d from %s.", name, step_num, step_dir)
-    return WorkdirSampler.from_setup(config, setup, mesh, params=params, step=step_num)
+    return WorkdirSampler(model, mesh, params=params, step=step_num)
 
 
 def image_grid(images: np.ndarray, cols: int | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Sample from a trained diffusion run (EMA weights of the latest checkpoint by default).
+"""Sample from a trained run of any family (EMA weights of the latest checkpoint by default).
 
     python launch/sample.py --workdir=runs/quickstart --num=64 --sampler=dpm_solver --nfe=20 \
         --seed=0 --out=grid.png
@@ -15,11 +15,10 @@ the same flags (DCTJAX_MULTIHOST=1) and process 0 writes.
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging
 
-from absl import app, flags, logging  # noqa: E402
+from dctjax.errors import run_main, user_errors
 
 flags.DEFINE_string("workdir", None, "Training workdir (or a checkpoint step directory).")
 flags.DEFINE_integer("num", 64, "Number of samples.")
@@ -98,21 +97,21 @@ def main(argv):
 
     if FLAGS.num < 1:
         raise app.UsageError("--num must be >= 1.")
-    labels = parse_labels(FLAGS.labels, FLAGS.num)
-    kwargs = json.loads(FLAGS.sampler_kwargs) if FLAGS.sampler_kwargs else {}
-    sampler = load_workdir_sampler(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
-    if labels is None and sampler.num_classes:
-        labels = sampler.default_labels(jax.random.key(FLAGS.seed), FLAGS.num)
+    with user_errors():
+        labels = parse_labels(FLAGS.labels, FLAGS.num)
+        kwargs = json.loads(FLAGS.sampler_kwargs) if FLAGS.sampler_kwargs else {}
+        sampler = load_workdir_sampler(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
+        if labels is None and sampler.num_classes:
+            labels = sampler.default_labels(jax.random.key(FLAGS.seed), FLAGS.num)
+        options = dict(sampler=FLAGS.sampler, nfe=FLAGS.nfe, guidance=FLAGS.guidance, **kwargs)
+        sampler.model.family.sample_options(sampler.config, sampler.model, **options)
     images = sampler.sample(
         jax.random.key(FLAGS.seed),
         FLAGS.num,
-        sampler=FLAGS.sampler,
-        nfe=FLAGS.nfe,
-        labels=labels,
-        guidance=FLAGS.guidance,
+        labels,
         batch_size=FLAGS.batch_size,
         progress=True,
-        **kwargs,
+        **options,
     )
     if jax.process_index() == 0:
         paths = write_output(images, labels, FLAGS.out, FLAGS.format)
@@ -122,4 +121,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    app.run(lambda argv: run_main(main, argv))

@@ -19,23 +19,34 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory):
     """A workdir trained for 4 steps with the tiny quickstart config (unconditional DiT)."""
-    from dctjax.train import diffusion_loop
+    from dctjax.train import loop
     from tests.helpers import tiny_config
 
     workdir = tmp_path_factory.mktemp("quickstart_run")
-    diffusion_loop.train_and_evaluate(tiny_config(), str(workdir))
+    loop.train_and_evaluate(tiny_config(), str(workdir))
     return workdir
 
 
 @pytest.fixture(scope="session")
 def conditional_workdir(tmp_path_factory):
     """A class-conditional DiT (4 classes, null class, label dropout 0.1) trained for 4 steps."""
-    from dctjax.train import diffusion_loop
+    from dctjax.train import loop
     from tests.helpers import tiny_config
 
     workdir = tmp_path_factory.mktemp("conditional_run")
     c = tiny_config(label_dropout=0.1)
     c.dataset.num_classes = 4
     c.model_kwargs.num_classes = 4
-    diffusion_loop.train_and_evaluate(c, str(workdir))
+    loop.train_and_evaluate(c, str(workdir))
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def flow_workdir(tmp_path_factory):
+    """A class-conditional JiT with Spectral Forcing (flow family, 4 classes, 2 EMAs), 4 steps."""
+    from dctjax.train import loop
+    from tests.helpers import tiny_flow_config
+
+    workdir = tmp_path_factory.mktemp("flow_run")
+    loop.train_and_evaluate(tiny_flow_config(ema_decay=[0.99, 0.9]), str(workdir))
     return workdir

@@ -14,6 +14,26 @@ def tiny_config(**overrides):
     c.sample_every = 4
     c.total_steps = 4
     c.keep_checkpoints = 10
+    return _override(c, overrides)
+
+
+def tiny_flow_config(**overrides):
+    """The JiT quickstart (flow family, Spectral Forcing on, 4 classes) shrunk the same way."""
+    from configs import jit_quickstart
+
+    c = jit_quickstart.get_config("runlocal")
+    c.dataset.num_examples = 64
+    c.model_kwargs.update(embed_dim=32, depth=2, num_heads=2)
+    c.sample.update(num=4, nfe=3)
+    c.checkpoint_every = 2
+    c.log_every = 2
+    c.sample_every = 4
+    c.total_steps = 4
+    c.keep_checkpoints = 10
+    return _override(c, overrides)
+
+
+def _override(c, overrides):
     for k, v in overrides.items():
         node = c
         *parents, leaf = k.split(".")

@@ -11,9 +11,10 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from dctjax import families
 from dctjax.diffusion.generate import generate
 from dctjax.sampling import image_grid, load_workdir_sampler
-from dctjax.train import checkpoint, diffusion_loop, sharding
+from dctjax.train import checkpoint, sharding
 from dctjax.train import state as state_lib
 from tests.helpers import tiny_config
 
@@ -22,8 +23,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_loads_ema_weights_of_latest_and_given_step(trained_workdir):
     c = tiny_config()
-    setup = diffusion_loop.build(c)
-    abstract = state_lib.abstract_train_state(setup.init_fn, setup.tx, c.seed, sharding.make_mesh())
+    model = families.build(c)
+    tx = families.get_family(c).optimizer(c)[0]
+    abstract = state_lib.abstract_train_state(model.init_fn, tx, c.seed, sharding.make_mesh())
     with checkpoint.Checkpointer(trained_workdir, handle_sigterm=False) as ck:
         st = ck.restore(2, abstract)
     s = load_workdir_sampler(trained_workdir, step=2)
@@ -44,15 +46,15 @@ def test_samples_equal_generate_with_the_same_noise(trained_workdir):
     key = jax.random.key(3)
     images = s.sample(key, 5, sampler="dpm_solver", nfe=6, batch_size=8)
     assert images.shape == (5, 32, 32, 3) and images.dtype == np.uint8
-    model = nnx.merge(s.setup.graphdef, jax.device_get(s.params))
+    model = nnx.merge(s.model.graphdef, jax.device_get(s.params))
     x_T = jnp.stack(
         [
-            jax.random.normal(jax.random.fold_in(key, i), s.setup.representation.shape)
+            jax.random.normal(jax.random.fold_in(key, i), s.model.representation.shape)
             for i in range(5)
         ]
     )
     ref = generate(
-        model, s.setup.representation, s.setup.diffusion, key, 5,
+        model, s.model.representation, s.model.process, key, 5,
         sampler="dpm_solver", nfe=6, prediction="x0", x_T=x_T,
     )  # fmt: skip
     diff = np.abs(images.astype(int) - np.asarray(ref).astype(int))
@@ -100,18 +102,43 @@ def test_conditional_labels_and_guidance(conditional_workdir):
     assert s.default_labels(key, 100).max() < 4
 
 
-def test_stats_copy_lets_a_moved_run_sample(trained_workdir, tmp_path):
-    """The trainer keeps the stats JSON in the workdir; a config path that is gone falls back to it."""
+def test_workdir_is_self_contained(trained_workdir, tmp_path):
+    """The saved config holds the resolved DCT statistics, not the path of the JSON they came from,
+    so a workdir copied to another machine samples without that file."""
+    import json
     import shutil
+
+    from dctjax.data.reference_stats import load_stats
+
+    c = tiny_config()
+    with open(c.representation_kwargs.stats) as f:
+        expected = json.load(f)
+    s = load_workdir_sampler(trained_workdir)
+    saved = s.config.representation_kwargs.stats.to_dict()
+    for k in ("block_size", "low_freqs", "eta", "entropy_y"):
+        np.testing.assert_allclose(saved[k], expected[k])
+    assert s.model.representation.eta_value == load_stats(c.representation_kwargs.stats).eta
+    moved = tmp_path / "moved"
+    shutil.copytree(trained_workdir, moved)
+    assert load_workdir_sampler(moved).sample(jax.random.key(0), 2, nfe=2).shape == (2, 32, 32, 3)
+
+
+def test_runs_of_earlier_versions_fall_back_to_their_stats_copy(trained_workdir, tmp_path):
+    """Runs written before the statistics were stored in the config saved the JSON's path and kept
+    a copy as workdir/dct_stats.json; a path that is gone falls back to that copy."""
+    import shutil
+
+    from dctjax.sampling import STATS_COPY
 
     moved = tmp_path / "moved"
     shutil.copytree(trained_workdir, moved)
-    assert (moved / "dct_stats.json").exists()
-    s = load_workdir_sampler(moved, overrides={"representation_kwargs.stats": "/gone/stats.json"})
-    assert s.config.representation_kwargs.stats == str(moved / "dct_stats.json")
+    shutil.copyfile(tiny_config().representation_kwargs.stats, moved / STATS_COPY)
+    gone = {"representation_kwargs.stats": "/gone/stats.json"}
+    s = load_workdir_sampler(moved, overrides=gone)
+    assert s.config.representation_kwargs.stats == str(moved / STATS_COPY)
     with pytest.raises(FileNotFoundError, match="dct_stats.json does not exist"):
-        os.remove(moved / "dct_stats.json")
-        load_workdir_sampler(moved, overrides={"representation_kwargs.stats": "/gone/stats.json"})
+        os.remove(moved / STATS_COPY)
+        load_workdir_sampler(moved, overrides=gone)
 
 
 def test_image_grid():

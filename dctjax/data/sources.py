@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from dctjax.data import prepare, synthetic
+from dctjax.registry import Registry
 
 Example = dict[str, np.ndarray]
 
@@ -122,23 +123,16 @@ class ImageSource:
 # ------------------------------------------------------------------------------------------------
 
 SourceFactory = Callable[..., RandomAccessSource]
-_SOURCES: dict[str, SourceFactory] = {}
+_SOURCES: Registry[SourceFactory] = Registry("source")
 
 
 def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
     """Registers factory(split, data_dir=None, resolution=None, **kwargs) under `name`."""
-
-    def register(factory: SourceFactory) -> SourceFactory:
-        if name in _SOURCES:
-            raise ValueError(f"Source {name!r} is already registered.")
-        _SOURCES[name] = factory
-        return factory
-
-    return register
+    return _SOURCES.register(name)
 
 
 def registered_sources() -> list[str]:
-    return sorted(_SOURCES)
+    return _SOURCES.names()
 
 
 @register_source("synthetic")
@@ -362,7 +356,7 @@ def make_source(
     (e.g. num_examples, num_classes, seed for 'synthetic'; crop for tfds datasets).
     """
     if name in _SOURCES:
-        return _SOURCES[name](split, data_dir=data_dir, resolution=resolution, **kwargs)
+        return _SOURCES.get(name)(split, data_dir=data_dir, resolution=resolution, **kwargs)
     if _is_path(name):
         return folder_source(name, split, resolution, **kwargs)
     return tfds_source(name, split, data_dir=data_dir, resolution=resolution, **kwargs)

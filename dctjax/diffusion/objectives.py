@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from dctjax.diffusion.schedules import FlowSchedule, VPSchedule, broadcast_to_data
+from dctjax.registry import Registry
 
 ModelFn = Callable[..., jax.Array]
 
@@ -83,19 +84,18 @@ class Prediction:
     to_eps: Callable[[VPSchedule, jax.Array, Any, jax.Array], jax.Array]
 
 
-PREDICTIONS: dict[str, Prediction] = {
-    "eps": Prediction("eps", lambda x0, eps, a, s: eps, lambda sch, x_t, t, p: p),
-    "x0": Prediction("x0", lambda x0, eps, a, s: x0, x0_to_eps),
-    "v": Prediction("v", lambda x0, eps, a, s: a * eps - s * x0, v_to_eps),
-}
+PREDICTIONS: Registry[Prediction] = Registry("prediction")
+for _p in (
+    Prediction("eps", lambda x0, eps, a, s: eps, lambda sch, x_t, t, p: p),
+    Prediction("x0", lambda x0, eps, a, s: x0, x0_to_eps),
+    Prediction("v", lambda x0, eps, a, s: a * eps - s * x0, v_to_eps),
+):
+    PREDICTIONS.register(_p.name, _p)
 
 
 def get_prediction(name: str) -> Prediction:
     """Look up a prediction type by name ('eps', 'x0' or 'v')."""
-    try:
-        return PREDICTIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown prediction {name!r}; available: {sorted(PREDICTIONS)}") from None
+    return PREDICTIONS.get(name)
 
 
 def as_eps_model(model_fn: ModelFn, schedule: VPSchedule, prediction: str = "eps") -> ModelFn:
@@ -180,3 +180,49 @@ def diffusion_loss(
         sq = sq * weights
     per_sample = jnp.mean(sq.reshape(batch, -1), axis=1)
     return jnp.mean(per_sample), {"loss_per_sample": per_sample, "t": t}
+
+
+# ---- rectified flow (JiT, spec spectral §3.1) -------------------------------------------------------
+FLOW_PREDICTIONS = ("x", "v")
+
+
+def logit_normal_t(key: jax.Array, n: int, p_mean: float = -0.8, p_std: float = 0.8) -> jax.Array:
+    """t = sigmoid(p_mean + p_std N(0, 1)), (n,) float32 in (0, 1) (t = 1 is data)."""
+    return jax.nn.sigmoid(p_mean + p_std * jax.random.normal(key, (n,), jnp.float32))
+
+
+def flow_loss(
+    model_fn: ModelFn,
+    x: jax.Array,
+    key: jax.Array,
+    schedule: FlowSchedule,
+    *,
+    p_mean: float = -0.8,
+    p_std: float = 0.8,
+    pred_param: str = "x",
+    labels: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """JiT's rectified-flow loss for one batch: the v-loss MSE(v, v-hat), mean over pixels and batch.
+
+    z = t x + (1 - t) eps with eps = noise_scale N(0, I) and t logit-normal. pred_param 'x': the
+    network outputs x-hat and v-hat = (x-hat - z) / max(1 - t, t_eps), against the target
+    v = (x - z) / max(1 - t, t_eps) (an x-loss weighted by 1 / max(1 - t, t_eps)^2); 'v': the network
+    outputs v-hat, against v = x - eps. Both use the unfiltered z: a Spectral Forcing model filters its
+    own input only. model_fn(z, t) or model_fn(z, t, labels) -> (B, ...). Returns (loss, {'t': t}).
+    """
+    if pred_param not in FLOW_PREDICTIONS:
+        raise ValueError(f"pred_param={pred_param!r}; use one of {FLOW_PREDICTIONS}.")
+    x = x.astype(jnp.float32)
+    key_t, key_eps = jax.random.split(key)
+    t = logit_normal_t(key_t, x.shape[0], p_mean, p_std)
+    noise = jax.random.normal(key_eps, x.shape, jnp.float32)
+    z = schedule.q_sample(x, t, noise)
+    out = (model_fn(z, t) if labels is None else model_fn(z, t, labels)).astype(jnp.float32)
+    if out.shape != x.shape:
+        raise ValueError(f"model output shape {out.shape} != data shape {x.shape}")
+    if pred_param == "x":
+        denom = broadcast_to_data(jnp.maximum(1.0 - t, schedule.t_eps), x)
+        v, v_hat = (x - z) / denom, (out - z) / denom
+    else:
+        v, v_hat = x - schedule.noise_scale * noise, out
+    return jnp.mean(jnp.square(v - v_hat)), {"t": t}

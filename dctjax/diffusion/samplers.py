@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dctjax.diffusion.schedules import FlowSchedule, VPSchedule
+from dctjax.registry import Registry
 
 ModelFn = Callable[[jax.Array, jax.Array], jax.Array]
 Schedule = VPSchedule | FlowSchedule
@@ -69,32 +70,22 @@ class Sampler(Protocol):
     ) -> jax.Array: ...
 
 
-SAMPLERS: dict[str, Sampler] = {}
+SAMPLERS: Registry[Sampler] = Registry("sampler")
 
 
 def register_sampler(name: str) -> Callable[[Sampler], Sampler]:
     """Decorator: registers a sampler under `name` (names must be unique)."""
-
-    def wrap(fn: Sampler) -> Sampler:
-        if name in SAMPLERS:
-            raise ValueError(f"sampler {name!r} is already registered")
-        SAMPLERS[name] = fn
-        return fn
-
-    return wrap
+    return SAMPLERS.register(name)
 
 
 def get_sampler(name: str) -> Sampler:
     """Looks up a sampler by name; the error lists the registered names."""
-    try:
-        return SAMPLERS[name]
-    except KeyError:
-        raise ValueError(f"unknown sampler {name!r}; available: {sorted(SAMPLERS)}") from None
+    return SAMPLERS.get(name)
 
 
 def available_samplers() -> list[str]:
     """Sorted names of the registered samplers."""
-    return sorted(SAMPLERS)
+    return SAMPLERS.names()
 
 
 # ---- time grids ---------------------------------------------------------------------------------------

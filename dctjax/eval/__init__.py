@@ -25,7 +25,7 @@ from dctjax.eval.inception_weights import (
 )
 from dctjax.eval.metrics import (
     FeatureStats,
-    ReferenceStats,
+    FIDReference,
     frechet_distance,
     load_reference,
     precision_recall,
@@ -35,7 +35,7 @@ from dctjax.eval.metrics import (
 __all__ = [
     "FeatureStats",
     "FidEvaluator",
-    "ReferenceStats",
+    "FIDReference",
     "frechet_distance",
     "load_reference",
     "precision_recall",

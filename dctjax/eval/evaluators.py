@@ -23,12 +23,12 @@ import jax
 import numpy as np
 
 from dctjax.eval import metrics
-from dctjax.eval.metrics import FeatureFn, ReferenceStats
+from dctjax.eval.metrics import FeatureFn, FIDReference
 
 SampleFn = Callable[[jax.Array, int], Any]  # (key, num) -> uint8 (num, H, W, 3)
 
 
-def check_resolution(reference: ReferenceStats, images: np.ndarray, what: str = "Samples") -> None:
+def check_resolution(reference: FIDReference, images: np.ndarray, what: str = "Samples") -> None:
     """ValueError unless the (N, H, W, 3) images have the reference's recorded resolution."""
     res = reference.resolution
     if res is None:
@@ -86,7 +86,7 @@ def reference_from_source(
     max_keep: int = 50_000,
     metadata: Mapping[str, Any] | None = None,
     seed: int = 0,
-) -> ReferenceStats:
+) -> FIDReference:
     """Reference statistics of the first `num` images (None: all) of a random-access source of
     {'image': uint8 (H, W, 3), ...} examples, read in index order.
 
@@ -120,7 +120,7 @@ def reference_from_source(
         jpeg_quality=jpeg_quality,
         feature_dims={name: s.dim for name, s in stats.items()},
     )
-    return ReferenceStats.from_feature_stats(stats, meta)
+    return FIDReference.from_feature_stats(stats, meta)
 
 
 class FidEvaluator:
@@ -128,7 +128,7 @@ class FidEvaluator:
 
     Args:
       feature_fn: uint8 (N, H, W, 3) -> {'pool3': (N, d), ['spatial': (N, d')]}.
-      reference: ReferenceStats or the path of a reference .npz.
+      reference: FIDReference or the path of a reference .npz.
       num_samples: images drawn per evaluation (10k during training, 50k for reported numbers).
       batch_size: images per sample_fn call. A num_samples multiple avoids a second compile of a
         jitted sampler for the last, smaller batch.
@@ -139,7 +139,7 @@ class FidEvaluator:
     def __init__(
         self,
         feature_fn: FeatureFn,
-        reference: ReferenceStats | str | os.PathLike,
+        reference: FIDReference | str | os.PathLike,
         num_samples: int,
         batch_size: int,
         jpeg_quality: int | None = None,
@@ -151,7 +151,7 @@ class FidEvaluator:
             raise ValueError(
                 f"Need num_samples >= 2 and batch_size >= 1, got {num_samples}, {batch_size}."
             )
-        if not isinstance(reference, ReferenceStats):
+        if not isinstance(reference, FIDReference):
             reference = metrics.load_reference(reference)
         self.feature_fn = feature_fn
         self.reference = reference

@@ -7,7 +7,7 @@ float (N, d) arrays, e.g. {'pool3': (N, 2048), 'spatial': (N, 2023)} from
   - `frechet_distance`: ||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)) in float64.
   - `precision_recall`: Kynkaanniemi et al. 2019, k-NN balls, batched jitted distances.
   - `jpeg_roundtrip`: Pillow JPEG encode/decode (4:2:0), bit-identical to OpenCV's writes.
-  - `ReferenceStats` / `save_reference` / `load_reference`: the .npz reference statistics.
+  - `FIDReference` / `save_reference` / `load_reference`: the .npz reference statistics.
   - `compute_feature_stats`, `fid_from_stats`, `evaluate_samples`: the glue.
 """
 
@@ -398,7 +398,7 @@ def jpeg_roundtrip(images: Any, quality: int | None) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class ReferenceStats:
+class FIDReference:
     """Feature statistics of a reference set (usually the training set).
 
     mu / sigma: feature name ('pool3', 'spatial') -> (d,) / (d, d) float64; count: images.
@@ -438,7 +438,7 @@ class ReferenceStats:
         stats: Mapping[str, FeatureStats],
         metadata: Mapping[str, Any] | None = None,
         kept_name: str = POOL3,
-    ) -> ReferenceStats:
+    ) -> FIDReference:
         counts = {s.count for s in stats.values()}
         if len(counts) != 1:
             raise ValueError(f"Feature statistics have different counts: {counts}.")
@@ -466,7 +466,7 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def save_reference(stats: ReferenceStats, path: str | os.PathLike) -> None:
+def save_reference(stats: FIDReference, path: str | os.PathLike) -> None:
     """Writes `stats` to the .npz `path` atomically (a temporary file, then os.replace).
 
     Entries: mu_<name>, sigma_<name> (float64), count, features (optional, float32) and metadata
@@ -484,7 +484,7 @@ def save_reference(stats: ReferenceStats, path: str | os.PathLike) -> None:
     savez_atomic(path, arrays)
 
 
-def load_reference(path: str | os.PathLike) -> ReferenceStats:
+def load_reference(path: str | os.PathLike) -> FIDReference:
     """Reads a reference .npz written by `save_reference`.
 
     Also reads pytorch-fid / guided-diffusion statistics (entries mu, sigma [, mu_s, sigma_s]) as
@@ -499,7 +499,7 @@ def load_reference(path: str | os.PathLike) -> ReferenceStats:
             mu, sigma = {POOL3: z["mu"]}, {POOL3: z["sigma"]}
             if {"mu_s", "sigma_s"} <= keys:
                 mu[SPATIAL], sigma[SPATIAL] = z["mu_s"], z["sigma_s"]
-            return ReferenceStats(mu, sigma, 0, None, {"source": path, "format": "mu/sigma"})
+            return FIDReference(mu, sigma, 0, None, {"source": path, "format": "mu/sigma"})
         missing = {"count", "metadata"} - keys
         names = sorted(k[len("mu_") :] for k in keys if k.startswith("mu_"))
         if not names:
@@ -511,7 +511,7 @@ def load_reference(path: str | os.PathLike) -> ReferenceStats:
                 f"(has {sorted(keys)}); {COMPUTE_HINT}"
             )
         metadata = json.loads(str(z["metadata"]))
-        return ReferenceStats(
+        return FIDReference(
             mu={n: z[f"mu_{n}"] for n in names},
             sigma={n: z[f"sigma_{n}"] for n in names},
             count=int(z["count"]),
@@ -570,11 +570,11 @@ def compute_feature_stats(
     return stats
 
 
-StatsLike = ReferenceStats | Mapping[str, FeatureStats]
+StatsLike = FIDReference | Mapping[str, FeatureStats]
 
 
 def _moments(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray]:
-    if isinstance(stats, ReferenceStats):
+    if isinstance(stats, FIDReference):
         if name not in stats.mu:
             raise ValueError(f"Reference statistics have no {name!r} features ({stats.names}).")
         return stats.mu[name], stats.sigma[name]
@@ -584,7 +584,7 @@ def _moments(stats: StatsLike, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _has(stats: StatsLike, name: str) -> bool:
-    return name in (stats.mu if isinstance(stats, ReferenceStats) else stats)
+    return name in (stats.mu if isinstance(stats, FIDReference) else stats)
 
 
 def fid_from_stats(stats_a: StatsLike, stats_b: StatsLike, name: str = POOL3) -> float:
@@ -601,7 +601,7 @@ def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
 def evaluate_samples(
     images_iter: Iterable[Any],
     feature_fn: FeatureFn,
-    reference: ReferenceStats | str | os.PathLike,
+    reference: FIDReference | str | os.PathLike,
     *,
     jpeg_quality: int | None = None,
     k: int = 3,
@@ -614,7 +614,7 @@ def evaluate_samples(
     fake rows: up to len(reference.features) sample rows are kept, and the larger set is
     subsampled uniformly (seed) to the smaller's size.
     """
-    if not isinstance(reference, ReferenceStats):
+    if not isinstance(reference, FIDReference):
         reference = load_reference(reference)
     max_keep = 0 if reference.features is None else len(reference.features)
     stats = compute_feature_stats(

@@ -3,8 +3,9 @@
 Conventions:
 - Activations are batch-first: tokens (N, T, D), images NHWC (N, H, W, C).
 - `dtype` is the compute dtype (float32 or bfloat16); parameters are `param_dtype` (float32).
-  Attention logits and softmax run in float32 whatever `dtype` is (both XLA's and cuDNN's
-  `jax.nn.dot_product_attention` accumulate the logits and take the softmax in float32).
+  Attention logits and softmax run in float32 whatever `dtype` is (XLA's and cuDNN's
+  `jax.nn.dot_product_attention` and the Pallas splash TPU kernel accumulate the logits and take
+  the softmax in float32).
 - Fused qkv features are ordered [q | k | v], each split by heads (3 outermost, then heads, then
   head dim), as in the PyTorch references, so their weights convert by a transpose only.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from functools import cache, partial
+from functools import cache, lru_cache, partial
 from typing import Any
 
 import jax
@@ -262,7 +263,7 @@ class LayerNorm(nnx.Module):
         return layer_norm(x.astype(self.dtype), scale, bias, self.epsilon)
 
 
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "pallas_tpu")
 
 
 def check_attention(requested: str) -> str:
@@ -270,7 +271,7 @@ def check_attention(requested: str) -> str:
     if requested not in ATTENTION_IMPLEMENTATIONS:
         raise ValueError(
             f"attention={requested!r} is not one of {ATTENTION_IMPLEMENTATIONS}; 'auto' picks cuDNN "
-            "flash attention where it runs and XLA otherwise."
+            "flash attention on NVIDIA GPUs, the Pallas splash kernel on TPUs and XLA otherwise."
         )
     return requested
 
@@ -289,22 +290,62 @@ def _cudnn_problem(dtype: str, head_dim: int) -> str | None:
     return None
 
 
-def attention_implementation(requested: str, dtype: Any, head_dim: int) -> str:
-    """The `jax.nn.dot_product_attention` implementation for `requested` ('auto', 'xla', 'cudnn').
+# Runs the Pallas TPU kernel through the Pallas interpreter (plain HLO, any backend): tests only.
+_PALLAS_INTERPRET = False
 
-    'auto' is cuDNN's fused flash attention where jax can run it for this dtype and head dim (an
-    NVIDIA GPU, bfloat16 or float16, head dim a multiple of 8 up to 128/256), else 'xla'. jax's own
-    default (`implementation=None`) is always XLA's unfused softmax(q k^T) v, which writes the
-    (N, h, T, T) logits to memory: at 1024 tokens that, not the matmuls, would bound a GPU step.
+
+def _pallas_tpu_problem(dtype: str) -> str | None:
+    """Why jax's Pallas splash attention kernel cannot run `dtype` attention here, or None.
+
+    It needs the TPU backend, and one device per kernel call: Mosaic kernels are not partitioned
+    automatically, so with several devices the call is wrapped in a `shard_map` over the batch,
+    which needs the mesh as context (`jax.set_mesh(mesh)` around tracing the step).
+    `_PALLAS_INTERPRET` (tests) skips the backend and device checks: the interpreter runs anywhere.
+    """
+    if not _PALLAS_INTERPRET and jax.default_backend() != "tpu":
+        return f"the default backend is {jax.default_backend()}, not tpu"
+    if dtype not in ("bfloat16", "float32"):
+        return f"{dtype} is not bfloat16 or float32"
+    if not _PALLAS_INTERPRET and jax.device_count() > 1 and jax.sharding.get_abstract_mesh().empty:
+        return (
+            f"jax sees {jax.device_count()} devices and no mesh is set, and Mosaic kernels are not "
+            "partitioned automatically (trace the step under `jax.set_mesh(mesh)`)"
+        )
+    return None
+
+
+def attention_implementation(requested: str, dtype: Any, head_dim: int) -> str:
+    """The attention implementation for `requested` (one of `ATTENTION_IMPLEMENTATIONS`).
+
+    'auto' is, in order: jax's Pallas splash attention kernel ('pallas_tpu', see
+    `pallas_tpu_attention`) on a TPU (bfloat16 or float32; on several devices only with the mesh
+    set while tracing, `jax.set_mesh`); cuDNN's fused flash attention where jax
+    can run it for this dtype and head dim (an NVIDIA GPU, bfloat16 or float16, head dim a multiple
+    of 8 up to 128/256); else 'xla'. jax's own default (`implementation=None`) is always XLA's
+    unfused softmax(q k^T) v, which writes the (N, h, T, T) logits to memory: at 1024 tokens that,
+    not the matmuls, would bound a GPU or TPU step. An explicit 'cudnn' or 'pallas_tpu' that cannot
+    run is a ValueError naming why.
     """
     if check_attention(requested) == "xla":
         return "xla"
-    problem = _cudnn_problem(jnp.dtype(dtype).name, int(head_dim))
+    name = jnp.dtype(dtype).name
+    if requested in ("auto", "pallas_tpu"):
+        tpu_problem = _pallas_tpu_problem(name)
+        if tpu_problem is None:
+            return "pallas_tpu"
+        if requested == "pallas_tpu":
+            raise ValueError(
+                f"attention='pallas_tpu' cannot run {name} attention with head dim {head_dim} "
+                f"({tpu_problem}). It needs a TPU (jax.default_backend() == 'tpu'), bfloat16 or "
+                "float32 compute, and on several devices the mesh set while tracing; use "
+                "attention='auto' or 'xla'."
+            )
+    problem = _cudnn_problem(name, int(head_dim))
     if problem is None:
         return "cudnn"
     if requested == "cudnn":
         raise ValueError(
-            f"attention='cudnn' cannot run {jnp.dtype(dtype).name} attention with head dim "
+            f"attention='cudnn' cannot run {name} attention with head dim "
             f"{head_dim} on the {jax.default_backend()} backend ({problem}). It needs an NVIDIA "
             "GPU and bfloat16/float16 compute (config.dtype='bfloat16'); use attention='auto' or "
             "'xla'."
@@ -320,9 +361,12 @@ def dot_product_attention(
     With cuDNN, an odd T is padded by one token that is masked out as a key (and its query row is
     dropped): jax's cuDNN training rule rejects odd sequence lengths (it checks the length as if a
     bias were given, because the absent bias is passed on as an empty placeholder), and U-ViT's
-    token count is odd (1024 tokens + the time token).
+    token count is odd (1024 tokens + the time token). 'pallas_tpu' pads to a multiple of 128
+    (`pallas_tpu_attention`).
     """
     impl = attention_implementation(implementation, q.dtype, q.shape[-1])
+    if impl == "pallas_tpu":
+        return pallas_tpu_attention(q, k, v, interpret=_PALLAS_INTERPRET)
     t = q.shape[1]
     if impl == "xla" or t % 2 == 0:
         return jax.nn.dot_product_attention(q, k, v, implementation=impl)
@@ -350,12 +394,99 @@ def padded_attention(
     return out[:, :t]
 
 
+SPLASH_LANES = 128  # the splash kernel's sequence blocks are multiples of the TPU's 128 lanes
+
+
+def splash_block_size(padded_len: int) -> int:
+    """The splash kernel's q and kv block (forward and backward) for a multiple of 128 tokens: the
+    largest of 512, 384, 256, 128 that divides it (MaxText's defaults are 512)."""
+    if padded_len % SPLASH_LANES:
+        raise ValueError(f"padded_len={padded_len} is not a multiple of {SPLASH_LANES}.")
+    return next(b for b in (512, 384, 256, 128) if padded_len % b == 0)
+
+
+@lru_cache(maxsize=32)
+def _splash_kernel(num_heads: int, padded_len: int, interpret: bool) -> Any:
+    """jax's splash attention kernel (one batch element, (h, T, d) inputs), full mask, no scale."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_kernel as splash,
+    )
+    from jax.experimental.pallas.ops.tpu.splash_attention import (
+        splash_attention_mask as splash_mask,
+    )
+
+    b = splash_block_size(padded_len)
+    blocks = splash.BlockSizes(
+        block_q=b, block_kv=b, block_kv_compute=b, block_q_dkv=b, block_kv_dkv=b,
+        block_kv_dkv_compute=b, block_q_dq=b, block_kv_dq=b,
+    )  # fmt: skip
+    mask = splash_mask.MultiHeadMask([splash_mask.FullMask((padded_len, padded_len))] * num_heads)
+    with jax.ensure_compile_time_eval():  # concrete mask arrays, not tracers of the first caller
+        return splash.make_splash_mha_single_device(mask, block_sizes=blocks, interpret=interpret)
+
+
+def _splash_call(q: jax.Array, k: jax.Array, v: jax.Array, t: int, interpret: bool) -> jax.Array:
+    """(N, h, Tp, d) q (already scaled), k, v -> (N, h, Tp, d); keys at positions >= t masked."""
+    from jax.experimental.pallas.ops.tpu.splash_attention.splash_attention_kernel import (
+        SegmentIds,
+    )
+
+    h, tp = q.shape[1], q.shape[2]
+    kernel = _splash_kernel(h, tp, interpret)
+    if t == tp:
+        return jax.vmap(kernel)(q, k, v)
+    # real tokens are segment 1, padding segment 0: a real query sees only the real keys, a padded
+    # query only the padded keys (no empty softmax row); the padded rows are dropped by the caller
+    ids = (jnp.arange(tp) < t).astype(jnp.int32)
+    return jax.vmap(lambda a, b, c: kernel(a, b, c, segment_ids=SegmentIds(ids, ids)))(q, k, v)
+
+
+def pallas_tpu_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, *, interpret: bool = False
+) -> jax.Array:
+    """softmax(q k^T / sqrt(head_dim)) v with jax's Pallas splash attention TPU kernel.
+
+    (N, T, h, head_dim) -> (N, T, h, head_dim), the layout of `jax.nn.dot_product_attention`; the
+    kernel takes (h, T, head_dim) per batch element (vmapped over N). The kernel has no scale
+    argument: q is multiplied by 1/sqrt(head_dim) in its dtype first (exact for head dims 4^k, one
+    rounding otherwise in bfloat16). Its sequence blocks are multiples of 128 tokens, so T is padded
+    with zeros to the next multiple of 128 (U-ViT's 1025 -> 1152, JiT's 288 -> 384) and the padded
+    keys are masked by segment ids; the padded query rows are dropped, so values and gradients equal
+    unpadded attention. Logits, softmax and the accumulators are float32 in the kernel.
+
+    With a mesh set while tracing (`jax.set_mesh`), the call runs per batch shard in a `shard_map`
+    over every mesh axis (N must divide), since Mosaic kernels are not partitioned automatically.
+    `interpret=True` runs the kernel in the Pallas interpreter (any backend; tests).
+    """
+    n, t, _, d = q.shape
+    tp = -(-t // SPLASH_LANES) * SPLASH_LANES
+    scale = np.asarray(1.0 / math.sqrt(d), q.dtype)
+
+    def to_kernel(a: jax.Array) -> jax.Array:
+        return jnp.pad(a, [(0, 0), (0, tp - t), (0, 0), (0, 0)]).transpose(0, 2, 1, 3)
+
+    def attend(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        out = _splash_call(to_kernel(q * scale), to_kernel(k), to_kernel(v), t, interpret)
+        return out.transpose(0, 2, 1, 3)[:, :t]
+
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return attend(q, k, v)
+    if n % mesh.size:
+        raise ValueError(
+            f"pallas_tpu attention splits the batch over all {mesh.size} devices of the mesh "
+            f"{dict(mesh.shape)}; the batch {n} does not divide. Use attention='xla'."
+        )
+    spec = jax.sharding.PartitionSpec(mesh.axis_names)
+    return jax.shard_map(attend, in_specs=(spec,) * 3, out_specs=spec, check_vma=False)(q, k, v)
+
+
 class Attention(nnx.Module):
     """Multi-head self-attention: qkv Dense(D -> 3D), softmax(q k^T / sqrt(D/h)) v, Dense(D -> D).
 
     (N, T, D) -> (N, T, D). The softmax runs in float32 (`dot_product_attention`);
-    `implementation` is one of `ATTENTION_IMPLEMENTATIONS` ('auto': cuDNN flash attention where it
-    runs, else XLA).
+    `implementation` is one of `ATTENTION_IMPLEMENTATIONS` ('auto': the Pallas splash kernel on
+    TPUs, cuDNN flash attention on NVIDIA GPUs, else XLA).
     """
 
     def __init__(

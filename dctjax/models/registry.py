@@ -5,9 +5,11 @@
 | `uvit`       | `UViT` | DCT tokens (N, T, F)     | T XS S M M18 M20 L H           |
 | `uvit_pixel` | `UViT` | pixels (N, H, W, 3), p=4 | T XS S M M18 M20 L H           |
 | `dit`        | `DiT`  | DCT tokens (N, T, F)     | T S B L XL                     |
+| `jit`        | `JiT`  | pixels (N, H, W, 3)      | T S B L H 700M                 |
 
-Every model is called as `model(x, t, y=None)` with t in [0, 1] (the model forms 999 t itself) and
-returns float32 of x's shape. `input_shape` is the representation's per-example shape
+Every model is called as `model(x, t, y=None)` with t in [0, 1] and returns float32 of x's shape
+(U-ViT and DiT form tau = 999 t themselves; JiT embeds t itself, t = 1 data, predicts x and also
+takes `dropout_key=`). `input_shape` is the representation's per-example shape
 (`representation.shape`), e.g. `make_model('uvit', input_shape=rep.shape, size='S', rngs=...)`.
 """
 
@@ -21,7 +23,9 @@ from typing import Any
 from flax import nnx
 
 from dctjax.models.dit import DIT_SIZES, DiT
+from dctjax.models.jit import JIT_SIZES, JiT
 from dctjax.models.uvit import UVIT_SIZES, UViT
+from dctjax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,25 +37,23 @@ class ModelSpec:
     sizes: Mapping[str, tuple[int, int, int]]
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+_REGISTRY: Registry[ModelSpec] = Registry("model")
 
 
 def register(
     name: str, cls: type[nnx.Module], sizes: Mapping[str, tuple[int, int, int]], **defaults: Any
 ) -> None:
     """Adds `cls` under `name`; `defaults` are keyword arguments `make_model` fills in."""
-    if name in _REGISTRY:
-        raise ValueError(f"model {name!r} is already registered.")
-    _REGISTRY[name] = ModelSpec(cls, dict(defaults), dict(sizes))
+    _REGISTRY.register(name, ModelSpec(cls, dict(defaults), dict(sizes)))
 
 
 def unregister(name: str) -> None:
     """Removes an entry (for tests that register temporary models)."""
-    _REGISTRY.pop(name)
+    _REGISTRY.unregister(name)
 
 
 def registered_models() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def model_sizes(name: str) -> dict[str, tuple[int, int, int]]:
@@ -60,9 +62,7 @@ def model_sizes(name: str) -> dict[str, tuple[int, int, int]]:
 
 
 def _spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; choose one of {registered_models()}.")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def make_model(name: str, *, rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
@@ -91,3 +91,4 @@ def make_model(name: str, *, rngs: nnx.Rngs, **kwargs: Any) -> nnx.Module:
 register("uvit", UViT, UVIT_SIZES)
 register("uvit_pixel", UViT, UVIT_SIZES, patch_size=4)
 register("dit", DiT, DIT_SIZES)
+register("jit", JiT, JIT_SIZES)

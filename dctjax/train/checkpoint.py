@@ -19,6 +19,7 @@ PREEMPTED_EXIT_CODE.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -76,6 +77,15 @@ class _SigtermFlag:
             return
         cls.received.set()
         logging.warning("SIGTERM received: a checkpoint will be saved at the next step.")
+
+
+def _on_disk(state: Any) -> Any:
+    """The tree written for `state`: a one-EMA TrainState without its empty `extra_emas`, so runs
+    with one EMA keep the layout of checkpoints written before several EMAs existed."""
+    if getattr(state, "extra_emas", None) == ():
+        fields = dataclasses.fields(state)
+        return {f.name: getattr(state, f.name) for f in fields if f.name != "extra_emas"}
+    return state
 
 
 class Checkpointer:
@@ -168,7 +178,7 @@ class Checkpointer:
         step = int(step)
         if step in self._mngr.all_steps():
             return False
-        items: dict[str, Any] = {"state": ocp.args.StandardSave(state)}
+        items: dict[str, Any] = {"state": ocp.args.StandardSave(_on_disk(state))}
         if iterator is not None:
             items["data"] = pipeline.iterator_save_args(iterator)
         if self._config is not None:
@@ -181,14 +191,16 @@ class Checkpointer:
         self, step: int, abstract_state: Any, iterator: grain.DatasetIterator | None = None
     ) -> Any:
         """The state at `step`, laid out as `abstract_state`'s shardings; sets `iterator` in place."""
-        items: dict[str, Any] = {"state": ocp.args.StandardRestore(abstract_state)}
+        items: dict[str, Any] = {"state": ocp.args.StandardRestore(_on_disk(abstract_state))}
         if iterator is not None:
             if self._has_item(step, "data"):
                 items["data"] = pipeline.iterator_restore_args(iterator)
             else:
                 logging.warning("Checkpoint %d holds no data iterator; it starts afresh.", step)
-        restored = self._mngr.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"]
+        restored = self._mngr.restore(step, args=ocp.args.Composite(**items))["state"]
+        if isinstance(restored, dict) and not isinstance(abstract_state, dict):
+            return abstract_state.replace(**restored)
+        return restored
 
     def restore_latest(
         self, abstract_state: Any, iterator: grain.DatasetIterator | None = None

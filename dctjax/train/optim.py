@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import optax
 
 DEFAULTS: dict[str, Any] = {
-    "lr": None,  # required
+    "lr": None,  # required, unless blr is given
+    "blr": None,  # base lr per 256 examples (JiT): lr = blr * batch_size / 256
     "warmup_steps": 5000,
     "b1": 0.99,
     "b2": 0.99,
@@ -49,8 +50,12 @@ def resolve_config(config: Any = None, **overrides: Any) -> dict[str, Any]:
             f"(ignored here: {', '.join(IGNORED)})."
         )
     out = {**DEFAULTS, **{k: v for k, v in given.items() if k in DEFAULTS}}
-    if out["lr"] is None:
-        raise ValueError("The optimiser config needs a base learning rate 'lr'.")
+    if out["lr"] is not None and out["blr"] is not None:
+        raise ValueError(
+            "Give the optimiser either 'lr' or 'blr' (lr = blr * batch / 256), not both."
+        )
+    if out["lr"] is None and out["blr"] is None:
+        raise ValueError("The optimiser config needs a learning rate 'lr' (or 'blr').")
     if out["warmup_steps"] < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {out['warmup_steps']}.")
     return out
@@ -68,17 +73,23 @@ def _ndim_above_1(params: Any) -> Any:
 
 
 def make_optimizer(
-    config: Any = None, **overrides: Any
+    config: Any = None, *, batch_size: int | None = None, **overrides: Any
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """(tx, lr_schedule) from a config block (mapping/ConfigDict) and/or keyword overrides.
 
     Keys (defaults = the DCTdiff reference): lr (required), warmup_steps=5000, b1=0.99, b2=0.99,
     eps=1e-8, weight_decay=0.03, wd_exclude_1d=False, grad_clip_norm=None. `ema_decay` is accepted
     and ignored; any other key is an error. `lr_schedule(step)` gives the LR of the update that
-    turns `step` into `step + 1` (log it as the step's LR).
+    turns `step` into `step + 1` (log it as the step's LR). With `blr` instead of `lr`, the LR is
+    blr * batch_size / 256 (JiT's rule), so `batch_size` is needed.
     """
     c = resolve_config(config, **overrides)
-    schedule = warmup_constant(float(c["lr"]), int(c["warmup_steps"]))
+    lr = c["lr"]
+    if lr is None:
+        if not batch_size:
+            raise ValueError("optimiser option 'blr' needs the global batch_size.")
+        lr = float(c["blr"]) * int(batch_size) / 256
+    schedule = warmup_constant(float(lr), int(c["warmup_steps"]))
     tx = optax.adamw(
         schedule,
         b1=c["b1"],

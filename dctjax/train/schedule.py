@@ -2,9 +2,9 @@
 itstime).
 
 Step convention: `step` is the number of updates done (`state.step` after the update), 1..total.
-A config may give a duration as `{prefix}_steps`, `{prefix}_epochs` or `{prefix}_examples` (exactly
-one of them; None counts as unset), e.g. total_steps, log_every_steps, ckpt_every_epochs,
-warmup_examples.
+A config may give a duration as `{prefix}_steps`, `{prefix}_epochs` or `{prefix}_examples`, or as
+the bare `{prefix}` in steps (exactly one of them; None counts as unset), e.g. total_steps,
+log_every (steps), checkpoint_every_epochs, sample_every_examples.
 """
 
 from __future__ import annotations
@@ -38,23 +38,20 @@ def steps_from(
       num_examples: examples in one epoch (needed for epochs).
       default: returned when none of the three is set; without it that is a ValueError.
     """
+    names = {"": prefix, **{u: f"{prefix}_{u}" for u in ("steps", "epochs", "examples")}}
     given = {
-        unit: value
-        for unit in ("steps", "epochs", "examples")
-        if (value := _get(config, f"{prefix}_{unit}")) is not None
+        unit: value for unit, name in names.items() if (value := _get(config, name)) is not None
     }
     if len(given) > 1:
-        raise ValueError(
-            f"Give only one of {', '.join(f'{prefix}_{u}' for u in given)} (all are set)."
-        )
+        raise ValueError(f"Give only one of {', '.join(names[u] for u in given)} (all are set).")
     if not given:
         if default is _REQUIRED:
             raise ValueError(f"Set one of {prefix}_steps, {prefix}_epochs or {prefix}_examples.")
         return default
     (unit, value), *_ = given.items()
-    if unit == "steps":
+    if unit in ("", "steps"):
         if int(value) != value:
-            raise ValueError(f"{prefix}_steps must be an integer, got {value}.")
+            raise ValueError(f"{names[unit]} must be an integer number of steps, got {value}.")
         return int(value)
     if not batch_size or batch_size < 1:
         raise ValueError(f"{prefix}_{unit} needs a positive batch_size.")

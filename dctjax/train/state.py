@@ -31,13 +31,18 @@ LOG_STEP_NORMS = ("param_norm", "update_norm")
 
 @flax.struct.dataclass
 class TrainState:
-    """step: int32 scalar (updates done); params, opt_state, ema_params: pytrees; rng: typed key."""
+    """step: int32 scalar (updates done); params, opt_state, ema_params: pytrees; rng: typed key.
+
+    ema_params is the EMA that is sampled from; extra_emas holds one more tree per further decay
+    (JiT keeps 0.9999 for sampling and 0.9996), empty for one EMA.
+    """
 
     step: jax.Array
     params: Any
     opt_state: Any
     ema_params: Any
     rng: jax.Array
+    extra_emas: tuple = ()
 
     def step_key(self) -> jax.Array:
         """This step's key: fold_in(rng, step)."""
@@ -47,7 +52,7 @@ class TrainState:
         self,
         grads: Any,
         tx: optax.GradientTransformation,
-        ema_decay: float | jax.Array,
+        ema_decay: float | jax.Array | tuple[float, ...],
         log_norms: bool = True,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         """Optax update, EMA update, step + 1; returns (state, norms).
@@ -62,11 +67,19 @@ class TrainState:
         grad_norm, grads = jax.lax.optimization_barrier((optim.global_norm(grads), grads))
         updates, opt_state = tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
+        first, *rest = ema_decay if isinstance(ema_decay, tuple | list) else (ema_decay,)
+        if len(rest) != len(self.extra_emas):
+            raise ValueError(
+                f"{1 + len(rest)} EMA decays for a state with {1 + len(self.extra_emas)} EMAs."
+            )
         new = self.replace(
             step=self.step + 1,
             params=params,
             opt_state=opt_state,
-            ema_params=ema_update(self.ema_params, params, ema_decay),
+            ema_params=ema_update(self.ema_params, params, first),
+            extra_emas=tuple(
+                ema_update(e, params, d) for e, d in zip(self.extra_emas, rest, strict=True)
+            ),
         )
         metrics = {"grad_norm": grad_norm}
         if log_norms:
@@ -96,7 +109,7 @@ def _as_key(rng: int | jax.Array) -> jax.Array:
 
 
 def _init_state_fn(
-    init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransformation
+    init_fn: Callable[[jax.Array], Any], tx: optax.GradientTransformation, num_emas: int = 1
 ) -> Callable[[jax.Array], TrainState]:
     def init(rng: jax.Array) -> TrainState:
         init_key, state_key = jax.random.split(rng)
@@ -107,6 +120,7 @@ def _init_state_fn(
             opt_state=tx.init(params),
             ema_params=jax.tree.map(jnp.copy, params),  # an exact copy, separate buffers
             rng=state_key,
+            extra_emas=tuple(jax.tree.map(jnp.copy, params) for _ in range(num_emas - 1)),
         )
 
     return init
@@ -120,12 +134,13 @@ def abstract_train_state(
     strategy: str = "replicate",
     min_size_mb: float = 4.0,
     rules: sharding.Rules = (),
+    num_emas: int = 1,
 ) -> TrainState:
     """The state's ShapeDtypeStructs carrying their shardings, computed without allocating.
 
     Use it as the orbax restore target and for `jax.jit(...).lower(...)`. `init_fn(key) -> params`.
     """
-    abstract = jax.eval_shape(_init_state_fn(init_fn, tx), _as_key(rng))
+    abstract = jax.eval_shape(_init_state_fn(init_fn, tx, num_emas), _as_key(rng))
     shardings = sharding.param_shardings(abstract, mesh, strategy, min_size_mb, rules)
     return sharding.with_shardings(abstract, shardings)
 
@@ -138,6 +153,7 @@ def create_train_state(
     strategy: str = "replicate",
     min_size_mb: float = 4.0,
     rules: sharding.Rules = (),
+    num_emas: int = 1,
 ) -> TrainState:
     """A fresh state, born sharded: eval_shape -> shardings -> jit(init, out_shardings).
 
@@ -145,7 +161,7 @@ def create_train_state(
     starts as an exact copy of the parameters; step is 0.
     """
     key = _as_key(rng)
-    abstract = abstract_train_state(init_fn, tx, key, mesh, strategy, min_size_mb, rules)
+    abstract = abstract_train_state(init_fn, tx, key, mesh, strategy, min_size_mb, rules, num_emas)
     shardings = sharding.tree_shardings(abstract)
     key = jax.device_put(key, sharding.replicated(mesh))
-    return jax.jit(_init_state_fn(init_fn, tx), out_shardings=shardings)(key)
+    return jax.jit(_init_state_fn(init_fn, tx, num_emas), out_shardings=shardings)(key)

@@ -1,4 +1,5 @@
-"""launch/evaluate.py with a fake feature extractor (the Inception network is never loaded)."""
+"""dctjax.eval.evaluate and launch/evaluate.py with a fake feature extractor (the Inception network
+is never loaded)."""
 
 import importlib.util
 import json
@@ -13,6 +14,7 @@ from absl import app
 from PIL import Image
 
 from dctjax.data.synthetic import SyntheticShapes
+from dctjax.eval import evaluate as lib
 from dctjax.eval import metrics
 from tests.eval.test_metrics import fake_feature_fn
 
@@ -44,7 +46,7 @@ def feature_fn():
 @pytest.fixture(scope="module")
 def ref_path(ev, feature_fn, tmp_path_factory):
     path = tmp_path_factory.mktemp("ref") / "ref.npz"
-    ev.compute_reference(
+    lib.compute_reference(
         feature_fn, dataset="synthetic", resolution=16, num=24, out=str(path), batch_size=10,
         max_keep=24,
     )  # fmt: skip
@@ -64,7 +66,7 @@ def test_compute_reference(ref_path, images, feature_fn):
 
 
 def test_evaluate_images_from_array_npz_npy_and_folder(ev, ref_path, images, feature_fn, tmp_path):
-    out = ev.evaluate_images(images, feature_fn, str(ref_path), batch_size=7)
+    out = lib.evaluate_images(images, feature_fn, str(ref_path), batch_size=7)
     assert out["num_samples"] == 24 and abs(out["fid"]) < 1e-6 and abs(out["sfid"]) < 1e-6
     assert out["precision"] == 1.0 and out["recall"] == 1.0
 
@@ -76,50 +78,50 @@ def test_evaluate_images_from_array_npz_npy_and_folder(ev, ref_path, images, fea
     for i, im in enumerate(images):
         Image.fromarray(im).save(png / f"{i:03d}.png")
     for path in ("s.npz", "g.npz", "s.npy", "png"):
-        got = ev.evaluate_images(tmp_path / path, feature_fn, str(ref_path), batch_size=5)
+        got = lib.evaluate_images(tmp_path / path, feature_fn, str(ref_path), batch_size=5)
         assert got == pytest.approx(out, abs=1e-9), path
-    n, batches = ev.sample_batches(str(png), 10, num=15)
+    n, batches = lib.read_image_batches(str(png), 10, num=15)
     assert n == 15 and [len(b) for b in batches] == [10, 5]
 
 
 def test_jpeg_folder_equals_in_memory_roundtrip(ev, ref_path, images, feature_fn, tmp_path):
     for i, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"{i:03d}.jpg", quality=95, subsampling="4:2:0")
-    from_files = ev.evaluate_images(str(tmp_path), feature_fn, str(ref_path))
-    in_memory = ev.evaluate_images(images, feature_fn, str(ref_path), jpeg_quality=95)
+    from_files = lib.evaluate_images(str(tmp_path), feature_fn, str(ref_path))
+    in_memory = lib.evaluate_images(images, feature_fn, str(ref_path), jpeg_quality=95)
     assert from_files == in_memory and from_files["fid"] > 0
 
 
 def test_evaluate_images_errors(ev, ref_path, images, feature_fn, tmp_path):
     with pytest.raises(ValueError, match="8x8 but the reference"):
-        ev.evaluate_images(images[:, ::2, ::2], feature_fn, str(ref_path))
+        lib.evaluate_images(images[:, ::2, ::2], feature_fn, str(ref_path))
     np.savez(tmp_path / "bad.npz", pictures=images)
     with pytest.raises(ValueError, match="no images or arr_0 entry"):
-        ev.sample_batches(str(tmp_path / "bad.npz"), 8)
+        lib.read_image_batches(str(tmp_path / "bad.npz"), 8)
     np.savez(tmp_path / "float.npz", images=images / 255.0)
     with pytest.raises(ValueError, match="uint8"):
-        ev.sample_batches(str(tmp_path / "float.npz"), 8)
+        lib.read_image_batches(str(tmp_path / "float.npz"), 8)
     with pytest.raises(FileNotFoundError):
-        ev.sample_batches(str(tmp_path / "nothing.npz"), 8)
+        lib.read_image_batches(str(tmp_path / "nothing.npz"), 8)
     with pytest.raises(FileNotFoundError, match="--compute_ref"):
-        ev.evaluate_images(images, feature_fn, str(tmp_path / "missing.npz"))
+        lib.evaluate_images(images, feature_fn, str(tmp_path / "missing.npz"))
 
 
 def test_data_settings_from_config(ev):
     from configs import quickstart
 
     c = quickstart.get_config()
-    s = ev.data_settings(c)
+    s = lib.data_settings(c)
     assert s == {
         "dataset": "synthetic", "split": "train", "data_dir": None, "resolution": 32,
         "kwargs": {"num_examples": 50_000},
     }  # fmt: skip
-    s = ev.data_settings(c, resolution=16, split="test", dataset=None)
+    s = lib.data_settings(c, resolution=16, split="test", dataset=None)
     assert s["resolution"] == 16 and s["split"] == "test" and s["dataset"] == "synthetic"
-    assert ev.data_settings(c, dataset="cifar10")["kwargs"] == {}
-    assert ev.data_settings(None, dataset="cifar10")["split"] == "train"
-    with pytest.raises(app.UsageError, match="--dataset"):
-        ev.data_settings(None)
+    assert lib.data_settings(c, dataset="cifar10")["kwargs"] == {}
+    assert lib.data_settings(None, dataset="cifar10")["split"] == "train"
+    with pytest.raises(ValueError, match="--dataset"):
+        lib.data_settings(None)
 
 
 @pytest.fixture
@@ -185,25 +187,25 @@ def test_evaluate_workdir_samples_a_checkpoint(ev, trained_workdir, tmp_path):
     """The --workdir path: samples from the checkpoint's EMA weights against a 32px reference."""
     feature_fn = fake_feature_fn(pool3_dim=8, spatial_dim=4)
     ref = tmp_path / "ref32.npz"
-    ev.compute_reference(
+    lib.compute_reference(
         feature_fn, dataset="synthetic", resolution=32, num=16, out=str(ref), batch_size=8,
         max_keep=16,
     )  # fmt: skip
     reference = metrics.load_reference(ref)
-    out = ev.evaluate_workdir(
+    out = lib.evaluate_workdir(
         str(trained_workdir), feature_fn, reference, num=10, batch_size=8, sampler="ddim", nfe=3
     )
     assert out["num_samples"] == 10 and np.isfinite(out["fid"]) and out["fid"] > 0
     assert 0.0 <= out["precision"] <= 1.0 and 0.0 <= out["recall"] <= 1.0
-    again = ev.evaluate_workdir(
+    again = lib.evaluate_workdir(
         str(trained_workdir), feature_fn, reference, num=10, batch_size=8, sampler="ddim", nfe=3
     )
     assert again["fid"] == pytest.approx(out["fid"], rel=1e-6)
     wrong = tmp_path / "ref16.npz"
-    ev.compute_reference(
+    lib.compute_reference(
         feature_fn, dataset="synthetic", resolution=16, num=8, out=str(wrong), batch_size=8
     )
     with pytest.raises(ValueError, match="32x32"):
-        ev.evaluate_workdir(
+        lib.evaluate_workdir(
             str(trained_workdir), feature_fn, metrics.load_reference(wrong), num=4, batch_size=8
         )

@@ -356,12 +356,12 @@ def test_jpeg_errors(shapes_images):
 
 
 # ------------------------------------------------------------------------------------------------
-# ReferenceStats files
+# FIDReference files
 # ------------------------------------------------------------------------------------------------
 
 
 def make_reference(rng, with_features=True):
-    return metrics.ReferenceStats(
+    return metrics.FIDReference(
         mu={"pool3": rng.normal(size=6), "spatial": rng.normal(size=3)},
         sigma={"pool3": random_cov(rng, 6), "spatial": random_cov(rng, 3)},
         count=123,

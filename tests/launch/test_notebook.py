@@ -9,9 +9,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 NOTEBOOK = os.path.join(ROOT, "launch", "sample_colab.ipynb")
 
 
-def test_notebook_runs_on_a_trained_checkpoint(trained_workdir, monkeypatch):
+@pytest.mark.parametrize(
+    "workdir_fixture,sampler", [("trained_workdir", "dpm_solver"), ("flow_workdir", "")]
+)
+def test_notebook_runs_on_a_trained_checkpoint(workdir_fixture, sampler, request, monkeypatch):
+    """Diffusion with a sampler chosen in the notebook; JiT (flow family) with the run's own."""
     nbclient = pytest.importorskip("nbclient")
+    trained_workdir = request.getfixturevalue(workdir_fixture)
     monkeypatch.setenv("DCTJAX_WORKDIR", str(trained_workdir))
+    monkeypatch.setenv("DCTJAX_SAMPLER", sampler)
     monkeypatch.setenv("DCTJAX_NFE", "4")
     monkeypatch.setenv("DCTJAX_NUM", "4")
     monkeypatch.setenv("XLA_FLAGS", "")  # one CPU device, as on a Colab CPU runtime
@@ -26,4 +32,4 @@ def test_notebook_runs_on_a_trained_checkpoint(trained_workdir, monkeypatch):
     assert len(images) == 2  # the sample grid and the NFE comparison
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     assert "(4, 32, 32, 3) uint8" in text and "step 4" in text
-    assert (trained_workdir / "notebook_dpm_solver_nfe4.png").exists()
+    assert (trained_workdir / f"notebook_{sampler or 'heun'}_nfe4.png").exists()

@@ -1,6 +1,7 @@
 """The shared layers' numerics against closed forms: GELU, the Dense matmul's VJP, LayerNorm."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -211,3 +212,164 @@ def test_auto_attention_lowers_to_cudnn_kernels_on_gpu(cudnn_visible):
     unpadded = lambda q, k, v: jax.nn.dot_product_attention(q, k, v, implementation="cudnn")  # noqa: E731
     with pytest.raises(NotImplementedError, match="sequence length"):
         _cuda_hlo(jax.grad(lambda *a: unpadded(*a).astype(jnp.float32).sum()), q, q, q)
+
+
+# ----------------------------------------------------------------------------- Pallas TPU kernel
+
+
+def _attention_grads_reference(q, k, v, g):
+    """Closed-form float64 VJP of `_attention_reference` at cotangent g; (N, T, h, d) arrays."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    logits = np.einsum("nthd,nshd->nhts", q, k) * scale
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    o = np.einsum("nhts,nshd->nthd", p, v)
+    dv = np.einsum("nhts,nthd->nshd", p, g)
+    dp = np.einsum("nthd,nshd->nhts", g, v)
+    ds = p * (dp - np.einsum("nthd,nthd->nht", g, o)[..., None])
+    dq = np.einsum("nhts,nshd->nthd", ds, k) * scale
+    dk = np.einsum("nhts,nthd->nshd", ds, q) * scale
+    return dq, dk, dv
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(2, 17, 2, 16), (1, 288, 1, 8), (1, 128, 2, 24)],  # U-ViT-T-like, JiT's 32 + 256, no padding
+)
+def test_pallas_tpu_attention_interpret_matches_float64(shape):
+    """The splash kernel in the Pallas interpreter: padded to a multiple of 128 with the padding
+    masked by segment ids, values and gradients equal float64 attention over the T real tokens."""
+    rng = np.random.default_rng(4)
+    q, k, v, g = (rng.standard_normal(shape) for _ in range(4))
+    f = jax.jit(lambda *a: layers.pallas_tpu_attention(*a, interpret=True))
+    args = tuple(jnp.float32(a) for a in (q, k, v))
+    out, vjp = jax.vjp(f, *args)
+    assert out.shape == shape and out.dtype == jnp.float32
+    np.testing.assert_allclose(out, _attention_reference(q, k, v), rtol=2e-5, atol=2e-5)
+    for got, ref in zip(vjp(jnp.float32(g)), _attention_grads_reference(q, k, v, g), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    # bfloat16 inputs: float32 logits and softmax, one bf16 rounding of the output
+    bf = f(*(jnp.bfloat16(a) for a in (q, k, v)))
+    assert bf.dtype == jnp.bfloat16
+    ref_bf = _attention_reference(*(np.asarray(jnp.bfloat16(a), np.float64) for a in (q, k, v)))
+    np.testing.assert_allclose(np.asarray(bf, np.float64), ref_bf, rtol=2e-2, atol=2e-2)
+
+
+def test_splash_block_size():
+    assert [layers.splash_block_size(n) for n in (128, 256, 384, 1152, 1024, 1280)] == [
+        128, 256, 384, 384, 512, 256,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="not a multiple of 128"):
+        layers.splash_block_size(1025)
+
+
+def test_pallas_tpu_requests_on_cpu():
+    assert layers.check_attention("pallas_tpu") == "pallas_tpu"
+    assert layers.attention_implementation("auto", jnp.bfloat16, 64) == "xla"
+    with pytest.raises(
+        ValueError, match="backend is cpu, not tpu.*It needs a TPU.*'auto' or 'xla'"
+    ):
+        layers.attention_implementation("pallas_tpu", jnp.bfloat16, 64)
+    with pytest.raises(ValueError, match="attention='splash' is not one of"):
+        layers.attention_implementation("splash", jnp.bfloat16, 64)
+
+
+@pytest.fixture
+def tpu_visible(monkeypatch):
+    """Makes jax's default backend look like a TPU on this CPU machine, for lowering only."""
+    monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+    layers._cudnn_problem.cache_clear()
+    yield monkeypatch
+    layers._cudnn_problem.cache_clear()
+
+
+def _kernel_runs(hlo: str) -> dict[str, int]:
+    """How often each Mosaic kernel (by kernel_name) runs in lowered StableHLO text: the custom
+    calls sit in private functions that are called once per use (nested calls multiply)."""
+    funcs = dict(re.findall(r"func\.func \w+ @(\w+)\((.*?)(?=\n  func\.func |\Z)", hlo, re.S))
+
+    def runs(name: str) -> int:
+        if name == "main":
+            return 1
+        calls = {
+            caller: len(re.findall(rf"call @{name}\(", body)) for caller, body in funcs.items()
+        }
+        return sum(n * runs(caller) for caller, n in calls.items() if n)
+
+    counts: dict[str, int] = {}
+    for name, body in funcs.items():
+        for kernel in re.findall(r'tpu_custom_call\(.*?kernel_name = "(\w+)"', body):
+            counts[kernel] = counts.get(kernel, 0) + runs(name)
+    return counts
+
+
+def _uvit_t_grad_hlo(platform: str = "tpu") -> tuple[str, int]:
+    from dctjax.models import make_model
+
+    model = make_model("uvit", input_shape=(16, 6), size="T", dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+
+    def loss(params, x, t):
+        return jnp.mean(nnx.merge(graphdef, params)(x, t) ** 2)
+
+    specs = (jax.ShapeDtypeStruct((8, 16, 6), jnp.float32), jax.ShapeDtypeStruct((8,), jnp.float32))
+    lowered = jax.jit(jax.grad(loss)).trace(params, *specs).lower(lowering_platforms=(platform,))
+    return lowered.as_text(), 2 * (model.depth // 2) + 1  # in-blocks, the mid block, out-blocks
+
+
+def test_auto_attention_lowers_to_splash_kernels_on_tpu(tpu_visible):
+    """What a one-chip TPU run compiles: U-ViT-T's bf16 train-step gradient (16 tokens + the time
+    token, padded to 128) runs the splash forward, dq and dkv kernels once per block."""
+    tpu_visible.setattr(jax, "device_count", lambda *a: 1)
+    assert layers.attention_implementation("auto", jnp.bfloat16, 16) == "pallas_tpu"
+    assert layers.attention_implementation("auto", jnp.float32, 64) == "pallas_tpu"
+    assert layers.attention_implementation("pallas_tpu", jnp.bfloat16, 64) == "pallas_tpu"
+    hlo, blocks = _uvit_t_grad_hlo()
+    assert _kernel_runs(hlo) == {
+        "splash_mha_fwd_segmented_residuals": blocks,
+        "splash_mha_dq_segmented_no_residuals": blocks,
+        "splash_mha_dkv_segmented_no_residuals": blocks,
+    }
+    assert "tensor<8x4x128x16xbf16>" in hlo  # (N, h, T padded to 128, head dim) for the kernel
+
+
+def test_pallas_tpu_on_several_devices_needs_the_mesh(tpu_visible):
+    """Mosaic kernels are not partitioned automatically: with 8 devices and no mesh set, 'auto'
+    keeps XLA and 'pallas_tpu' says why; under `jax.set_mesh` each batch shard runs the kernel."""
+    assert jax.device_count() == 8
+    assert layers.attention_implementation("auto", jnp.bfloat16, 16) == "xla"
+    with pytest.raises(ValueError, match="8 devices and no mesh is set.*jax.set_mesh"):
+        layers.attention_implementation("pallas_tpu", jnp.bfloat16, 16)
+    mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    with jax.set_mesh(mesh):
+        assert layers.attention_implementation("auto", jnp.bfloat16, 16) == "pallas_tpu"
+        hlo, blocks = _uvit_t_grad_hlo()
+    assert set(_kernel_runs(hlo).values()) == {blocks}
+    assert "tensor<1x4x128x16xbf16>" in hlo  # one of the 8 batch shards per kernel call
+
+
+def test_pallas_tpu_interpret_through_the_models(monkeypatch):
+    """Every model reaches the kernel through `layers.dot_product_attention`: U-ViT-T's output and
+    gradient with the kernel (interpreted, under a batch-sharded mesh) equal XLA attention's."""
+    from dctjax.models import make_model
+
+    model = make_model("uvit", input_shape=(16, 6), size="T", rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(model)
+    rng = np.random.default_rng(5)
+    x, t = jnp.float32(rng.standard_normal((8, 16, 6))), jnp.float32(rng.uniform(size=8))
+
+    def loss(params):
+        return jnp.mean(nnx.merge(graphdef, params)(x, t) ** 2)
+
+    ref, ref_grad = jax.jit(jax.value_and_grad(loss))(params)
+    monkeypatch.setattr(layers, "_PALLAS_INTERPRET", True)
+    assert layers.attention_implementation("auto", jnp.float32, 16) == "pallas_tpu"
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    with jax.set_mesh(mesh):
+        step = jax.jit(jax.value_and_grad(loss))
+        jaxpr = str(step.trace(params).jaxpr)
+        got, grad = step(params)
+    assert jaxpr.count("pallas_call") >= 3 and "shard_map" in jaxpr  # fwd, dq, dkv kernels
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 
 from dctjax.data.synthetic import SyntheticShapes
 from dctjax.eval import inception, metrics
-from dctjax.train import checkpoint, diffusion_loop
+from dctjax.train import checkpoint, loop
 from dctjax.train import metrics as train_metrics
 from tests.eval.test_metrics import fake_feature_fn
 from tests.helpers import tiny_config
@@ -44,7 +44,7 @@ def test_fid_every_k_steps_logged_and_best_checkpoint_kept(tmp_path, fake_incept
     c.eval.update(every=2, start=2, num_samples=6, batch_size=8, nfe=2, sampler="ddim")
     c.eval.reference = str(tmp_path / "ref.npz")
     workdir = tmp_path / "run"
-    diffusion_loop.train_and_evaluate(c, str(workdir))
+    loop.train_and_evaluate(c, str(workdir))
     assert calls and calls[0]["batch_size"] == 8  # rounded to a multiple of the 8 devices
     rows = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
     evals = {r["step"]: r["scalars"] for r in rows if "eval/fid" in r.get("scalars", {})}
@@ -60,4 +60,4 @@ def test_missing_reference_fails_at_start(tmp_path, fake_inception):
     c = tiny_config()
     c.eval.update(every=2, reference=str(tmp_path / "nope.npz"))
     with pytest.raises(FileNotFoundError, match="--compute_ref"):
-        diffusion_loop.train_and_evaluate(c, str(tmp_path / "run"))
+        loop.train_and_evaluate(c, str(tmp_path / "run"))

@@ -1,4 +1,4 @@
-"""The diffusion trainer end to end on the synthetic dataset: training, sample grids, sampling from
+"""The one train loop end to end, for the diffusion family and (where marked) the flow family on the synthetic dataset: training, sample grids, sampling from
 a checkpoint, resume after a kill (bitwise), the NaN guard, config validation, compile_only, the
 8-device sharded step against 1 device, and the missing-data message."""
 
@@ -17,9 +17,11 @@ from flax import nnx
 from configs import dctdiff_afhq512
 from dctjax.data import sources
 from dctjax.diffusion.generate import generate
-from dctjax.train import checkpoint, diffusion_loop, sharding
+from dctjax.families import diffusion as diffusion_family
+from dctjax.families import flow as flow_family
+from dctjax.train import checkpoint, loop, sharding
 from dctjax.train import state as state_lib
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, tiny_flow_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,7 +33,7 @@ def _tree_equal(a, b):
 def test_end_to_end_then_sample_from_checkpoint(tmp_path, monkeypatch):
     c = tiny_config()
     logged = {}
-    make_writer = diffusion_loop.metrics.make_writer
+    make_writer = loop.metrics.make_writer
 
     def recording_writer(*args, **kwargs):
         writer = make_writer(*args, **kwargs)
@@ -42,8 +44,8 @@ def test_end_to_end_then_sample_from_checkpoint(tmp_path, monkeypatch):
         )
         return writer
 
-    monkeypatch.setattr(diffusion_loop.metrics, "make_writer", recording_writer)
-    st = diffusion_loop.train_and_evaluate(c, str(tmp_path))
+    monkeypatch.setattr(loop.metrics, "make_writer", recording_writer)
+    st = loop.train_and_evaluate(c, str(tmp_path))
     assert int(st.step) == 4
     assert sorted(logged) == [2, 4]  # log_every=2
     expected = {
@@ -62,24 +64,32 @@ def test_end_to_end_then_sample_from_checkpoint(tmp_path, monkeypatch):
     grid = tmp_path / "samples" / "00000004.png"
     assert grid.exists()
     # Sample from the saved checkpoint's EMA weights.
-    setup = diffusion_loop.build(c)
+    model, training = loop.build(c)
     mesh = sharding.make_mesh()
-    abstract = state_lib.abstract_train_state(setup.init_fn, setup.tx, c.seed, mesh)
+    abstract = state_lib.abstract_train_state(model.init_fn, training.tx, c.seed, mesh)
     with checkpoint.Checkpointer(tmp_path, handle_sigterm=False) as ck:
         restored, step = ck.restore_latest(abstract)
     assert step == 4 and _tree_equal(restored.ema_params, st.ema_params)
-    model = nnx.merge(setup.graphdef, restored.ema_params)
-    images = generate(model, setup.representation, setup.diffusion, jax.random.key(0), 2, nfe=3)
+    net = nnx.merge(model.graphdef, restored.ema_params)
+    images = generate(net, model.representation, model.process, jax.random.key(0), 2, nfe=3)
     assert images.shape == (2, 32, 32, 3) and images.dtype == jnp.uint8
 
 
-def test_resume_after_kill_is_bitwise(tmp_path):
+FAMILIES = {
+    "diffusion": (tiny_config, "configs/quickstart.py", diffusion_family, "diffusion_loss"),
+    "flow": (tiny_flow_config, "configs/jit_quickstart.py", flow_family, "flow_loss"),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_resume_after_kill_is_bitwise(tmp_path, family):
+    make_config, config_file = FAMILIES[family][:2]
     total = 60
-    base = tiny_config(total_steps=total, checkpoint_every=5, log_every=5, sample_every=0)
-    ref = diffusion_loop.train_and_evaluate(base, str(tmp_path / "ref"))
+    base = make_config(total_steps=total, checkpoint_every=5, log_every=5, sample_every=0)
+    ref = loop.train_and_evaluate(base, str(tmp_path / "ref"))
     work = tmp_path / "killed"
     cmd = [
-        sys.executable, "launch/train.py", "--config=configs/quickstart.py:runlocal",
+        sys.executable, "launch/train.py", f"--config={config_file}:runlocal",
         f"--workdir={work}", "--config.dataset.num_examples=64", "--config.model_kwargs.embed_dim=32",
         "--config.model_kwargs.depth=2", "--config.model_kwargs.num_heads=2",
         f"--config.total_steps={total}", "--config.checkpoint_every=5", "--config.log_every=5",
@@ -93,24 +103,27 @@ def test_resume_after_kill_is_bitwise(tmp_path):
     proc.wait()
     steps = sorted(int(p.name) for p in (work / "checkpoints").iterdir() if p.name.isdigit())
     assert steps and steps[-1] < total, "the run finished before it was killed; raise total"
-    resumed = diffusion_loop.train_and_evaluate(base, str(work))
+    resumed = loop.train_and_evaluate(base, str(work))
     assert int(resumed.step) == total
     assert _tree_equal(resumed.params, ref.params)
     assert _tree_equal(resumed.ema_params, ref.ema_params)
+    assert _tree_equal(resumed.extra_emas, ref.extra_emas)
 
 
-def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    c = tiny_config(total_steps=2)
-    diffusion_loop.train_and_evaluate(c, str(tmp_path))
-    real_loss = diffusion_loop.diffusion_loss
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch, family):
+    make_config, _, module, loss_name = FAMILIES[family]
+    c = make_config(total_steps=2)
+    loop.train_and_evaluate(c, str(tmp_path))
+    real_loss = getattr(module, loss_name)
 
     def nan_loss(*args, **kwargs):
         loss, aux = real_loss(*args, **kwargs)
         return loss * jnp.nan, aux
 
-    monkeypatch.setattr(diffusion_loop, "diffusion_loss", nan_loss)
+    monkeypatch.setattr(module, loss_name, nan_loss)
     with pytest.raises(FloatingPointError, match=r"steps 3\.\.4: .*loss=nan"):
-        diffusion_loop.train_and_evaluate(tiny_config(total_steps=6), str(tmp_path))
+        loop.train_and_evaluate(make_config(total_steps=6), str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
 
 
@@ -134,33 +147,39 @@ def test_config_validation_before_compilation(tmp_path, field, value, match):
         node = node[parent]
     node[name] = value
     with pytest.raises(ValueError, match=match):
-        diffusion_loop.train_and_evaluate(c, str(tmp_path))
+        loop.train_and_evaluate(c, str(tmp_path))
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_compile_only_on_8_devices(tmp_path):
-    report = diffusion_loop.train_and_evaluate(tiny_config(), str(tmp_path), compile_only=True)
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_compile_only_on_8_devices(tmp_path, family):
+    make_config = FAMILIES[family][0]
+    report = loop.train_and_evaluate(make_config(), str(tmp_path), compile_only=True)
     assert report["flops_per_step"] > 0 and report["gflops_per_image"] > 0
     assert report["argument_size_in_bytes"] > 0
     # the logging-step variant materialises the update: at least as many temporaries
     assert report["log_step_temp_size_in_bytes"] >= report["temp_size_in_bytes"] > 0
 
 
-@pytest.mark.parametrize("strategy,fsdp", [("replicate", 1), ("fsdp", 2)])
-def test_sharded_step_equals_single_device(strategy, fsdp):
-    c = tiny_config()
-    setup = diffusion_loop.build(c)
-    step = diffusion_loop.make_train_step(setup, c)
+@pytest.mark.parametrize(
+    "family,strategy,fsdp",
+    [("diffusion", "replicate", 1), ("diffusion", "fsdp", 2), ("flow", "fsdp", 2)],
+)
+def test_sharded_step_equals_single_device(family, strategy, fsdp):
+    c = FAMILIES[family][0]()
+    model, training = loop.build(c)
+    step = loop.make_train_step(training)
     rng = np.random.default_rng(0)
     batch = {
         "image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
-        "label": np.zeros((8,), np.int32),
+        "label": rng.integers(0, 4, (8,), dtype=np.int32),
     }
 
     def run(mesh):
         st = state_lib.create_train_state(
-            setup.init_fn, setup.tx, 0, mesh, strategy, min_size_mb=0.0
-        )
+            model.init_fn, training.tx, 0, mesh, strategy, min_size_mb=0.0,
+            num_emas=len(training.ema_decays),
+        )  # fmt: skip
         sh = sharding.batch_sharding(mesh)
         b = jax.tree.map(lambda x: jax.device_put(x, sh), batch)
         f = jax.jit(step)
@@ -178,7 +197,7 @@ def test_afhq_without_data_says_how_to_prepare(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     c = dctdiff_afhq512.get_config()
     with pytest.raises(sources.DatasetNotPreparedError, match="(?s)prepare_data.py.*AFHQ"):
-        diffusion_loop.train_and_evaluate(c, str(tmp_path / "run"))
+        loop.train_and_evaluate(c, str(tmp_path / "run"))
 
 
 def test_inverse_variance_weights_match_numpy():
@@ -192,7 +211,7 @@ def test_inverse_variance_weights_match_numpy():
     scales = np.array([10, 40, 120])
     images = [rng.integers(0, 256, (2, 2, 3)) * scales / 255 for _ in range(64)]
     src = [{"image": np.round(im).astype(np.uint8)} for im in images]
-    w = diffusion_loop.inverse_variance_weights(Rep(), src, num=64)
+    w = diffusion_family.inverse_variance_weights(Rep(), src, num=64)
     x = np.stack([s["image"] for s in src]).reshape(-1, 3) / 255.0
     expected = 1 / x.var(axis=0)
     np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-4)
@@ -202,7 +221,7 @@ def test_inverse_variance_weights_match_numpy():
         {"image": np.stack([s["image"][..., 2]] * 2 + [np.full((2, 2), 7, np.uint8)], -1)}
         for s in src
     ]
-    w = diffusion_loop.inverse_variance_weights(Rep(), grey, num=64, power=0.5)
+    w = diffusion_family.inverse_variance_weights(Rep(), grey, num=64, power=0.5)
     x = np.stack([g["image"] for g in grey]).reshape(-1, 3) / 255.0
     var = x.var(axis=0)
     expected = np.maximum(var, 1e-3 * var.max()) ** -0.5
@@ -213,4 +232,4 @@ def test_unknown_loss_weighting_is_an_error(tmp_path):
     c = tiny_config()
     c.diffusion.loss_weighting = "snr"
     with pytest.raises(ValueError, match="loss_weighting='snr'"):
-        diffusion_loop.train_and_evaluate(c, str(tmp_path))
+        loop.train_and_evaluate(c, str(tmp_path))
