@@ -1,4 +1,5 @@
-"""DCTdiff vs the pixel U-ViT at small scale: a proxy Frechet distance against NFE.
+"""DCTdiff vs the pixel U-ViT, and JiT with vs without Spectral Forcing, at small scale: a proxy
+Frechet distance against NFE.
 
     python benchmarks/quality_small.py [--datasets=synthetic,fashion_mnist] [--steps=2000]
         [--num_samples=500] [--nfes=10,20,50,100] [--samplers=dpm_solver,euler_ode]
@@ -10,6 +11,9 @@ For each dataset available offline (the built-in synthetic shapes; Fashion-MNIST
      with the same U-ViT width/depth, batch, optimiser, prediction and number of steps — the
      paper's comparison (pixel patch = DCT block, 4x fewer DCT tokens) scaled down. Runs resume;
      finished runs are reused.
+  1b. with --kinds including jit_sf / jit_nosf: trains JiT (the flow family, unconditional) with a
+     coarse patch (8 at 32 px: 16 tokens, where [002] reports SF helping most) with and without
+     Spectral Forcing, same width/depth/steps/batch, sampled with Heun;
   2. trains a small CNN classifier on the dataset's labels and uses its penultimate layer (64-d)
      as the feature space: a PROXY for FID (no Inception weights offline), labelled as such.
   3. samples `num_samples` images per (model, sampler, NFE) from the EMA weights and reports the
@@ -34,7 +38,7 @@ from flax import nnx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks._timing import print_table, write_json  # noqa: E402
-from configs import quickstart  # noqa: E402
+from configs import jit_quickstart, quickstart  # noqa: E402
 from dctjax.data import dataset_stats, sources  # noqa: E402
 from dctjax.eval.metrics import frechet_distance  # noqa: E402
 from dctjax.sampling import image_grid, load_workdir_sampler  # noqa: E402
@@ -79,9 +83,25 @@ def dataset_statistics_for(name: str) -> dict:
     return dataset_stats.dataset_statistics(source(name), 4, 16, num_images=5000, name=name)
 
 
+KINDS = {
+    "dct": "DCTdiff",
+    "pixel": "pixel U-ViT",
+    "jit_sf": "JiT/8 + SF",
+    "jit_nosf": "JiT/8",
+}
+
+
 def model_config(name: str, kind: str, args: argparse.Namespace, workdir: str):
-    """The quickstart recipe on `name` with U-ViT for both representations (kind: dct | pixel)."""
-    c = quickstart.get_config("pixel" if kind == "pixel" else None)
+    """The quickstart recipe on `name` with U-ViT for both representations (kind: dct | pixel),
+    or the JiT quickstart recipe, unconditional, patch 8 (kind: jit_sf | jit_nosf)."""
+    if kind.startswith("jit"):
+        c = jit_quickstart.get_config("sf" if kind == "jit_sf" else "nosf")
+        c.model_kwargs.patch_size = args.jit_patch
+        c.dataset.num_classes = 0
+        c.label_dropout = 0.0
+        c.sample.guidance = None
+    else:
+        c = quickstart.get_config("pixel" if kind == "pixel" else None)
     src_name, kwargs, _ = DATASETS[name]
     c.dataset.name = src_name
     c.dataset.num_examples = kwargs.get("num_examples")
@@ -183,6 +203,9 @@ def stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- main --------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict:
+    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
+    if unknown:
+        raise ValueError(f"unknown --kinds {unknown}; choose from {list(KINDS)}")
     results = {"settings": vars(args).copy(), "datasets": {}}
     rows = []
     for name in args.datasets.split(","):
@@ -204,11 +227,12 @@ def run(args: argparse.Namespace) -> dict:
         entry = {"classifier_accuracy": acc, "real_vs_real": floor, "models": {}}
         print(f"{name}: proxy classifier accuracy {acc:.3f}, real-vs-real distance {floor:.3f} "
               f"(N={n}; {time.perf_counter() - t0:.0f} s)")  # fmt: skip
-        for kind in ("dct", "pixel"):
+        for kind in args.kinds.split(","):
             workdir, train_s = train(name, kind, args)
             sampler = load_workdir_sampler(workdir)
             m = {"train_seconds": train_s, "step": sampler.step, "fd": {}, "sample_seconds": {}}
-            for sampler_name in args.samplers.split(","):
+            samplers = args.flow_samplers if kind.startswith("jit") else args.samplers
+            for sampler_name in samplers.split(","):
                 for nfe in (int(v) for v in args.nfes.split(",")):
                     t1 = time.perf_counter()
                     images = sampler.sample(
@@ -222,12 +246,12 @@ def run(args: argparse.Namespace) -> dict:
                     fd = frechet_distance(*ref, *stats(feats(images)))
                     m["fd"][f"{sampler_name}@{nfe}"] = fd
                     m["sample_seconds"][f"{sampler_name}@{nfe}"] = dt
-                    rows.append(dict(dataset=name, model="DCTdiff" if kind == "dct" else "pixel U-ViT",
+                    rows.append(dict(dataset=name, model=KINDS[kind],
                                      sampler=sampler_name, nfe=nfe, proxy_fd=fd, sample_s=dt))  # fmt: skip
                     if (
                         args.grids
                         and nfe == args.grid_nfe
-                        and sampler_name == args.samplers.split(",")[0]
+                        and sampler_name == samplers.split(",")[0]
                     ):
                         os.makedirs(args.grids, exist_ok=True)
                         path = os.path.join(args.grids, f"quality_small_{name}_{kind}.png")
@@ -252,6 +276,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sample_batch", type=int, default=250)
     p.add_argument("--nfes", default="10,20,50,100")
     p.add_argument("--samplers", default="dpm_solver,euler_ode")
+    p.add_argument("--flow_samplers", default="heun", help="for the JiT kinds")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"any of {', '.join(KINDS)}")
+    p.add_argument("--jit_patch", type=int, default=8, help="JiT patch size at 32 px")
     p.add_argument("--classifier_steps", type=int, default=1500)
     p.add_argument("--workdir", default="runs/quality_small")
     p.add_argument("--grids", default=None, help="folder for sample grids (e.g. docs)")

@@ -162,10 +162,16 @@ def serve(args: argparse.Namespace) -> None:
         dim, depth, heads = UVIT_SIZES[args.sizes]
         run = torch_step(torch, tokens, features, dim, depth, heads, int(args.batch))
         version = torch.__version__
-    reply, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the pipe
     info = dict(
         tokens=tokens, features=features, version=version, keeps_host_memory=KEEPS_HOST_MEMORY
     )
+    serve_steps(run, info)
+
+
+def serve_steps(run, info: dict) -> None:
+    """The worker's protocol: `info` as one JSON line, then one `run()` and a 'done' line for each
+    line read from stdin, until stdin closes."""
+    reply, sys.stdout = sys.stdout, sys.stderr  # stray prints must not reach the pipe
     reply.write(json.dumps(info) + "\n")
     reply.flush()
     for _ in sys.stdin:
@@ -175,10 +181,12 @@ def serve(args: argparse.Namespace) -> None:
 
 
 class Worker:
-    """One side's step in a process of its own: `step()` blocks until the worker has run one."""
+    """One side's step in a process of its own: `step()` blocks until the worker has run one.
 
-    def __init__(self, *argv: str):
-        cmd = [sys.executable, os.path.abspath(__file__), *argv]
+    The worker is `script` (default: this file) run with `argv`; it answers as `serve` does."""
+
+    def __init__(self, *argv: str, script: str = __file__):
+        cmd = [sys.executable, os.path.abspath(script), *argv]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.info = json.loads(self._answer())
 

@@ -1,6 +1,7 @@
-"""Train-step cost of U-ViT on the paper's DCT and pixel settings.
+"""Train-step cost of U-ViT on the paper's DCT and pixel settings, and of JiT (+ Spectral Forcing).
 
     python benchmarks/train_step.py [--json=train_step.json] [--quick] [--time_all]
+    python benchmarks/train_step.py --settings=jit_b16_256,jit_b32_256 --sizes=B --time_all
 
 For each setting (CIFAR-10, CelebA-64, FFHQ-128, FFHQ-256, AFHQ-512) and each representation
 (DCTdiff tokens, pixel U-ViT with the reference's patch size), with U-ViT S and M: the forward
@@ -9,6 +10,11 @@ compared with the paper's training-cost table (11 GFLOPs for S at 256 tokens, 13
 The step is timed (median, images/s) where it is cheap enough for this machine (batch 8; all of
 them with --time_all); on a GPU or TPU the FLOPs utilisation is printed too: XLA's train-step
 FLOPs per second over the devices' dense bf16 peak (`PEAK_BF16_TFLOPS`, or --peak_tflops).
+
+JiT rows (the flow family, `jit_b16_256` / `jit_b32_256`: JiT-B/16 and B/32 at 256 px, with SF)
+also give the Spectral Forcing operator's cost as a share of the step: its FLOPs from XLA's cost
+analysis (`sf_flops_share`) and, when timed, its time (`sf_time_share`, the jitted operator on the
+same batch, timed alone, over the step). The SF paper reports about 0.5% of the compute.
 
 The issue's GPU goal (U-ViT M, bf16, >= 45%) is, on one GPU:
 
@@ -36,7 +42,11 @@ from configs import (  # noqa: E402
     dctdiff_cifar10,
     dctdiff_ffhq128,
     dctdiff_ffhq256,
+    jit_b16_imagenet256,
+    jit_b32_imagenet256,
 )
+from dctjax.codec import spectral  # noqa: E402
+from dctjax.families import flow  # noqa: E402
 from dctjax.train import loop, sharding  # noqa: E402
 from dctjax.train import state as state_lib  # noqa: E402
 
@@ -47,6 +57,7 @@ SETTINGS = {
     "ffhq256": dctdiff_ffhq256,
     "afhq512": dctdiff_afhq512,
 }
+JIT_SETTINGS = {"jit_b16_256": jit_b16_imagenet256, "jit_b32_256": jit_b32_imagenet256}
 PAPER_GFLOPS = {("S", 256): 11.0, ("M", 1024): 133.0}  # forward, [000] training-cost table
 # Dense bf16 peak per device (vendor figures), matched against jax's device_kind.
 PEAK_BF16_TFLOPS = {
@@ -78,18 +89,8 @@ def _cost(compiled) -> float:
     return float(cost.get("flops", 0.0))
 
 
-def measure(
-    name: str,
-    module,
-    variant: str,
-    size: str,
-    batch: int,
-    timed: bool,
-    dtype: str,
-    peak: float | None = None,
-):
-    c = module.get_config(variant)
-    c.model_kwargs.size = size
+def measure(name: str, c, batch: int, timed: bool, dtype: str, peak: float | None = None):
+    """One row: forward and train-step GFLOPs per image, and (when timed) the step's time."""
     c.batch_size = batch
     c.dtype = dtype
     model, training = loop.build(c)
@@ -99,10 +100,13 @@ def measure(
     )
     bsh = sharding.batch_sharding(mesh)
     res = c.resolution
-    images = jax.ShapeDtypeStruct((batch, res, res, 3), jnp.uint8, sharding=bsh)
-    labels = jax.ShapeDtypeStruct((batch,), jnp.int32, sharding=bsh)
+    spec = model.family.batch_spec(c, model)
+    abstract_batch = {
+        k: jax.ShapeDtypeStruct((batch, *shape), dt, sharding=bsh)
+        for k, (shape, dt) in spec.items()
+    }
     step = jax.jit(loop.make_train_step(training), donate_argnums=0)
-    compiled = step.lower(abstract, {"image": images, "label": labels}).compile()
+    compiled = step.lower(abstract, abstract_batch).compile()
     train_gflops = _cost(compiled) / batch / 1e9
 
     def forward(params, x, t):
@@ -115,9 +119,11 @@ def measure(
     tokens = int(np.prod(model.representation.shape[:-1]))
     if c.representation == "pixels":
         tokens = (res // c.model_kwargs.patch_size) ** 2
+    size = c.model_kwargs.size
     row = dict(
         setting=name,
         representation=c.representation,
+        model=f"{c.model}-{size}",
         size=size,
         tokens=tokens,
         fwd_gflops_per_image=fwd_gflops,
@@ -127,6 +133,13 @@ def measure(
         images_per_s=None,
         mfu=None,
     )
+    sf = flow.spectral_forcing_kwargs(c) if c.get("family") == "flow" else None
+    sf_fn = None
+    if sf is not None:  # the operator alone, on the step's batch
+        sf_fn = jax.jit(lambda z, t: spectral.spectral_forcing(z, t, **sf))
+        z = jax.ShapeDtypeStruct((batch, res, res, 3), jnp.float32, sharding=bsh)
+        sf_fn = sf_fn.lower(z, jax.ShapeDtypeStruct((batch,), jnp.float32, sharding=bsh)).compile()
+        row["sf_flops_share"] = _cost(sf_fn) / batch / 1e9 / train_gflops
     if timed:
         st = state_lib.create_train_state(
             model.init_fn, training.tx, 0, mesh, num_emas=len(training.ema_decays)
@@ -136,6 +149,7 @@ def measure(
             "image": jax.device_put(rng.integers(0, 256, (batch, res, res, 3), np.uint8), bsh),
             "label": jax.device_put(np.zeros((batch,), np.int32), bsh),
         }
+        batch_arrays = {k: batch_arrays[k] for k in spec}
         holder = [st]
 
         def run():
@@ -147,6 +161,11 @@ def measure(
         peak = peak or peak_tflops(jax.devices()[0].device_kind)
         if peak and jax.default_backend() != "cpu":
             row["mfu"] = train_gflops * batch / dt / (peak * 1e3 * jax.device_count())
+        if sf_fn is not None:
+            z = jax.device_put(rng.normal(size=(batch, res, res, 3)).astype(np.float32), bsh)
+            t = jax.device_put(rng.uniform(size=(batch,)).astype(np.float32), bsh)
+            sf_s = median_seconds(lambda: jax.block_until_ready(sf_fn(z, t)), repeats=9, warmup=2)
+            row["sf_time_share"] = sf_s / dt
     return row
 
 
@@ -160,35 +179,45 @@ def main() -> None:
     p.add_argument(
         "--settings", default=None, help="comma-separated subset of " + ",".join(SETTINGS)
     )
-    p.add_argument("--sizes", default=None, help="comma-separated U-ViT sizes (default S,M)")
+    p.add_argument("--sizes", default=None, help="comma-separated sizes (default U-ViT S,M; JiT B)")
     p.add_argument("--variants", default="dct,pixel", help="dct, pixel or both")
     p.add_argument("--peak_tflops", type=float, default=None, help="per-device peak for MFU")
     args = p.parse_args()
     rows = []
     names = ["cifar10", "celeba64"] if args.quick else list(SETTINGS)
-    sizes = ["S"] if args.quick else ["S", "M"]
     names = args.settings.split(",") if args.settings else names
-    sizes = args.sizes.split(",") if args.sizes else sizes
-    unknown = sorted(set(names) - set(SETTINGS))
+    unknown = sorted(set(names) - set(SETTINGS) - set(JIT_SETTINGS))
     if unknown:
-        p.error(f"unknown settings {unknown}; choose from {sorted(SETTINGS)}")
+        p.error(
+            f"unknown settings {unknown}; choose from {sorted(SETTINGS) + sorted(JIT_SETTINGS)}"
+        )
     variants = {"dct": "", "pixel": "pixel"}
     for name in names:
-        for size in sizes:
+        if name in JIT_SETTINGS:  # JiT sizes B, L, H, 700M; SF on (the configs' default)
+            for size in args.sizes.split(",") if args.sizes else ["B"]:
+                c = JIT_SETTINGS[name].get_config(f"size={size}")
+                rows.append(
+                    measure(name, c, args.batch, args.time_all, args.dtype, args.peak_tflops)
+                )
+                print(rows[-1], flush=True)
+            continue
+        for size in args.sizes.split(",") if args.sizes else (["S"] if args.quick else ["S", "M"]):
             for v in args.variants.split(","):
                 cheap = name in ("cifar10", "celeba64") and size == "S"
+                c = SETTINGS[name].get_config(variants[v])
+                c.model_kwargs.size = size
                 rows.append(
                     measure(
-                        name, SETTINGS[name], variants[v], size, args.batch,
-                        timed=cheap or args.time_all, dtype=args.dtype, peak=args.peak_tflops,
+                        name, c, args.batch, cheap or args.time_all, args.dtype, args.peak_tflops
                     )
-                )  # fmt: skip
+                )
                 print(rows[-1], flush=True)
     print()
     print_table(
         rows,
-        ["setting", "representation", "size", "tokens", "fwd_gflops_per_image", "paper_gflops",
-         "train_gflops_per_image", "step_s", "images_per_s", "mfu"],
+        ["setting", "representation", "model", "tokens", "fwd_gflops_per_image", "paper_gflops",
+         "train_gflops_per_image", "step_s", "images_per_s", "mfu", "sf_flops_share",
+         "sf_time_share"],
     )  # fmt: skip
     write_json(
         args.json,

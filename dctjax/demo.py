@@ -1,7 +1,7 @@
 """A codec demo: round-trip synthetic images through both DCT representations and write a PNG.
 
 Rows of the output grid: originals, DCTdiff tokens (encode -> decode), DCTransformer sparse
-sequences (encode -> decode). Used by `launch/codec_demo.py` until the trainer's quickstart exists.
+sequences (encode -> decode). Used by `launch/codec_demo.py`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,13 @@ from PIL import Image
 from dctjax.codec import sparse, tokens
 from dctjax.data.stats import exact_dct_stats
 from dctjax.data.synthetic import SyntheticShapes
+from dctjax.sampling import image_grid
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """Peak signal-to-noise ratio in dB of two uint8 arrays."""
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
-def image_grid(rows: list[np.ndarray]) -> np.ndarray:
-    """Rows of (N, H, W, 3) uint8 batches -> one (R*H, N*W, 3) uint8 image."""
-    return np.concatenate([np.concatenate(list(r), axis=1) for r in rows], axis=0)
 
 
 def codec_demo(
@@ -70,7 +66,8 @@ def codec_demo(
             seq, block_size=sparse_block_size, quality=quality, grid_shape=grid
         )
     )
-    Image.fromarray(image_grid([images, from_tokens, from_sparse])).save(out_path)
+    rows = np.concatenate([images, from_tokens, from_sparse])
+    Image.fromarray(image_grid(rows, cols=len(images))).save(out_path)
     figures = dict(
         eta=eta,
         tokens_shape=tuple(tok.shape),

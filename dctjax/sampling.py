@@ -170,7 +170,8 @@ class WorkdirSampler:
         for b in range(-(-num // batch_size)):
             idx = np.arange(b * batch_size, (b + 1) * batch_size, dtype=np.int32)
             lab = None if labels is None else labels[np.minimum(idx, num - 1)]
-            out.append(_to_host(fn(self.params, key, idx, lab)))
+            with jax.set_mesh(self.mesh):  # kernels not partitioned by XLA run per shard
+                out.append(_to_host(fn(self.params, key, idx, lab)))
             if progress and jax.process_index() == 0:
                 _progress(min((b + 1) * batch_size, num), num)
         return np.concatenate(out)[:num]

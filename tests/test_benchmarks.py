@@ -51,3 +51,32 @@ def test_torch_step_sides_run_in_their_own_processes():
     finally:
         jax_side.close()
     assert jax_side.proc.returncode == 0 and torch_side.proc.returncode == 0
+
+
+def test_torch_jit_step_sides_build_the_same_model():
+    """The JiT comparison's two workers: the same parameter count, SF on, both step."""
+    pytest.importorskip("torch")
+    import json
+
+    from benchmarks import torch_jit_step
+
+    common = ("--settings=t_32", "--batch=2", "--sf=1")
+    jax_side = torch_jit_step.Worker("--serve=jax", *common, script=torch_jit_step.__file__)
+    try:
+        facts = {k: v for k, v in jax_side.info.items() if k != "version"}
+        assert (facts["resolution"], facts["patch"], facts["num_classes"]) == (32, 8, 1000)
+        torch_side = torch_jit_step.Worker(
+            "--serve=torch", *common, f"--facts={json.dumps(facts)}",
+            script=torch_jit_step.__file__,
+        )  # fmt: skip
+        try:
+            assert torch_side.info["params"] == facts["params"]
+            t = _timing.interleaved_median_seconds(
+                {"jax": jax_side.step, "torch": torch_side.step}, repeats=2, warmup=1
+            )
+            assert t["jax"] > 0 and t["torch"] > 0
+        finally:
+            torch_side.close()
+    finally:
+        jax_side.close()
+    assert jax_side.proc.returncode == 0 and torch_side.proc.returncode == 0

@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from dctjax.demo import codec_demo, image_grid, psnr
+from dctjax.demo import codec_demo, psnr
 
 
 def test_psnr_closed_form():
@@ -11,13 +11,6 @@ def test_psnr_closed_form():
     b = np.full((4, 4, 3), 5, np.uint8)
     assert abs(psnr(a, b) - 10 * np.log10(255.0**2 / 25.0)) < 1e-9
     assert psnr(a, a) == float("inf")
-
-
-def test_image_grid_layout():
-    rows = [np.full((3, 2, 4, 3), i, np.uint8) for i in range(2)]
-    g = image_grid(rows)
-    assert g.shape == (4, 12, 3)
-    assert np.all(g[:2] == 0) and np.all(g[2:] == 1)
 
 
 def test_codec_demo_writes_a_faithful_grid(tmp_path):

@@ -148,6 +148,9 @@ def test_image_grid():
     np.testing.assert_array_equal(g[:2, 2:4], ims[1])
     np.testing.assert_array_equal(g[2:4, 2:4], ims[4])
     assert not g[2:4, 4:6].any()
+    rows = np.concatenate([np.full((3, 2, 4, 3), i, np.uint8) for i in range(2)])
+    g = image_grid(rows, cols=3)  # two rows of three: the codec demo's layout
+    assert g.shape == (4, 12, 3) and np.all(g[:2] == 0) and np.all(g[2:] == 1)
 
 
 def test_sample_script_png_npz_and_folder(trained_workdir, tmp_path):

@@ -127,7 +127,7 @@ def open_source(config: ml_collections.ConfigDict) -> Any:
 
 
 def make_fid_evaluation(
-    config: ml_collections.ConfigDict, model: TrainedModel, mesh: jax.sharding.Mesh
+    config: ml_collections.ConfigDict, sampler: WorkdirSampler
 ) -> Callable[[Any, int], dict[str, float]] | None:
     """The periodic FID evaluation of `config.eval`: (ema_params, step) -> metrics, for any family.
 
@@ -154,12 +154,12 @@ def make_fid_evaluation(
             f"`python launch/evaluate.py --compute_ref --config=CONFIG --out={e.reference}`."
         )
     reference = load_reference(e.reference)
+    mesh, model = sampler.mesh, sampler.model
     batch_size = sharding.round_to_devices(e.batch_size, mesh)
     extractor = load_inception(e.get("inception_weights"), batch_size=batch_size, mesh=mesh)
     evaluator = FidEvaluator(
         extractor, reference, int(e.num_samples), batch_size, e.get("jpeg_quality")
     )
-    sampler = WorkdirSampler(model, mesh)
     options = dict(sampler=e.get("sampler"), nfe=e.get("nfe"))
     model.family.sample_options(config, model, **options)  # bad options: error now
     key = jax.random.key(int(config.seed) + 2)
@@ -192,7 +192,19 @@ def train_and_evaluate(
     temporaries are reported too) for the configured mesh and batch, logs XLA's memory analysis
     and FLOPs, and returns them as a dict without reading the data (unless a duration is given in
     epochs, which needs the dataset's size).
+
+    Everything runs with the mesh set (`jax.set_mesh`), so kernels that XLA cannot partition by
+    itself (the Pallas TPU attention) are traced per shard.
     """
+    with user_errors():
+        mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+    with jax.set_mesh(mesh):
+        return _train_and_evaluate(config, workdir, mesh, compile_only)
+
+
+def _train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, mesh: jax.sharding.Mesh, compile_only: bool
+) -> Any:
     # ---- config checks (before any compilation) -------------------------------------------------
     data = DataAccess(lambda: open_source(config))
     with user_errors():
@@ -201,10 +213,9 @@ def train_and_evaluate(
         check_batch_size(config)
         durations = Durations.from_config(config, data)
 
-    # ---- workdir and mesh -----------------------------------------------------------------------
+    # ---- workdir and shardings ------------------------------------------------------------------
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
-    mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
     batch_sh = sharding.batch_sharding(mesh)
     repl = sharding.replicated(mesh)
 
@@ -242,8 +253,9 @@ def train_and_evaluate(
         return report
 
     # ---- evaluators (reference statistics and Inception weights are read now) -------------------
+    sampler = WorkdirSampler(model, mesh)  # the grids' and the evaluators'
     with user_errors():
-        fid_evaluation = make_fid_evaluation(config, model, mesh)
+        fid_evaluation = make_fid_evaluation(config, sampler)
 
     # ---- input ----------------------------------------------------------------------------------
     with user_errors():
@@ -278,7 +290,6 @@ def train_and_evaluate(
 
             parameter_overview.log_parameter_overview(nnx.to_pure_dict(st.params))
     sample_key = jax.random.key(config.seed + 1)
-    grid_sampler = WorkdirSampler(model, mesh)
     hooks = []
     if is_main and metrics.clu_writers_available():
         from clu import periodic_actions
@@ -335,7 +346,7 @@ def train_and_evaluate(
                     logging.warning("Preempted at step %d: checkpoint saved, exiting.", step)
                     raise Preempted(step)
             if due(durations.sample_every):
-                grid = grid_sampler.grid(st.ema_params, sample_key, step, int(config.sample.num))
+                grid = sampler.grid(st.ema_params, sample_key, step, int(config.sample.num))
                 writer.write_images(step, {"samples": grid[None]})
                 if is_main:
                     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)

@@ -55,7 +55,9 @@ def resolve_config(config: Any = None, **overrides: Any) -> dict[str, Any]:
             "Give the optimiser either 'lr' or 'blr' (lr = blr * batch / 256), not both."
         )
     if out["lr"] is None and out["blr"] is None:
-        raise ValueError("The optimiser config needs a learning rate 'lr' (or 'blr').")
+        raise ValueError(
+            "The optimiser config needs a base learning rate 'lr' (or 'blr', per 256 examples)."
+        )
     if out["warmup_steps"] < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {out['warmup_steps']}.")
     return out

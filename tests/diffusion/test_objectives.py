@@ -160,7 +160,9 @@ def test_weight_shape_errors_labels_and_registry():
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="broadcast"):  # (T,) instead of (F,)
         jax.eval_shape(lambda: diffusion_loss(zero, x0, key, sch, jnp.ones(5)))
-    with pytest.raises(ValueError, match="available"):
+    with pytest.raises(
+        ValueError, match=r"unknown prediction .score.; choose one of \[.eps., .v., .x0.\]"
+    ):
         jax.eval_shape(lambda: diffusion_loss(zero, x0, key, sch, prediction="score"))
     with pytest.raises(ValueError, match="shape"):
         jax.eval_shape(lambda: diffusion_loss(lambda x, t: x[..., :2], x0, key, sch))

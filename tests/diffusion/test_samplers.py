@@ -246,4 +246,4 @@ def test_registry_and_errors():
     try:
         assert get_sampler(name)(zero, sch, x, 4).shape == x.shape
     finally:
-        SAMPLERS.pop(name)
+        SAMPLERS.unregister(name)

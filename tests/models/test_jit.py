@@ -1,6 +1,6 @@
 """JiT (Li & He) and its Spectral Forcing form against an independent PyTorch transcription.
 
-`torch_jit_reference.py` transcribes the reference PyTorch code (LTH14/JiT, WeichenFan/
+`benchmarks/torch_jit.py` transcribes the reference PyTorch code (LTH14/JiT, WeichenFan/
 Spectral_Forcing) in NCHW; the NNX weights are copied into it after every parameter is perturbed
 (the zero-initialised adaLN and output layers included), and both run the same inputs.
 """
@@ -54,7 +54,7 @@ def _inputs(n=3, seed=1, shape=IMG):
 
 def _to_torch(model, torch):
     """Builds the transcription with `model`'s hyper-parameters and copies its weights."""
-    ref = pytest.importorskip("tests.models.torch_jit_reference")
+    ref = pytest.importorskip("benchmarks.torch_jit")
     h, w, c = model.input_shape
     tm = ref.JiT(
         input_size=(h, w),

@@ -10,7 +10,7 @@ from dctjax.eval import inception, metrics
 from dctjax.train import checkpoint, loop
 from dctjax.train import metrics as train_metrics
 from tests.eval.test_metrics import fake_feature_fn
-from tests.helpers import tiny_config
+from tests.helpers import tiny_config, tiny_flow_config
 
 
 @pytest.fixture()
@@ -31,17 +31,23 @@ def _reference(path, fn, n=16):
     images = np.stack([src[i]["image"] for i in range(n)])
     stats = metrics.compute_feature_stats([images], fn, max_keep=n)
     metrics.save_reference(
-        metrics.ReferenceStats.from_feature_stats(stats, dict(dataset="synthetic", resolution=32)),
+        metrics.FIDReference.from_feature_stats(stats, dict(dataset="synthetic", resolution=32)),
         path,
     )
 
 
-def test_fid_every_k_steps_logged_and_best_checkpoint_kept(tmp_path, fake_inception, monkeypatch):
+@pytest.mark.parametrize(
+    "make_config,sampler", [(tiny_config, "ddim"), (tiny_flow_config, "euler_flow")]
+)
+def test_fid_every_k_steps_logged_and_best_checkpoint_kept(
+    tmp_path, fake_inception, monkeypatch, make_config, sampler
+):
+    """For the diffusion family (DCTdiff) and the flow family (JiT + SF, sampled with CFG)."""
     fn, calls = fake_inception
     monkeypatch.setattr(train_metrics, "clu_writers_available", lambda: False)  # metrics.jsonl
     _reference(tmp_path / "ref.npz", fn)
-    c = tiny_config(keep_checkpoints=1, checkpoint_every=100, sample_every=100, total_steps=4)
-    c.eval.update(every=2, start=2, num_samples=6, batch_size=8, nfe=2, sampler="ddim")
+    c = make_config(keep_checkpoints=1, checkpoint_every=100, sample_every=100, total_steps=4)
+    c.eval.update(every=2, start=2, num_samples=6, batch_size=8, nfe=2, sampler=sampler)
     c.eval.reference = str(tmp_path / "ref.npz")
     workdir = tmp_path / "run"
     loop.train_and_evaluate(c, str(workdir))

@@ -1,11 +1,13 @@
 """A PyTorch transcription of JiT (LTH14/JiT `model_jit.py` + `util/model_util.py`) with the
-Spectral Forcing patch embedding of WeichenFan/Spectral_Forcing, for tests only (NCHW, eval mode).
+Spectral Forcing patch embedding of WeichenFan/Spectral_Forcing (NCHW). The parity tests
+(tests/models/test_jit.py) use it as their oracle, `benchmarks/torch_jit_step.py` as the PyTorch side.
 
 Written from the reference code independently of `dctjax.models.jit`: module names follow the
 reference (`x_embedder.proj1`, `t_embedder.mlp.0`, `blocks.i.attn.q_norm.weight`, ...). The Spectral
 Forcing low-pass is a separate NumPy/SciPy implementation (`scipy.fft.dctn(norm='ortho')` per
 window and channel, mask sigmoid(kappa (c_min + (c_max - c_min) clip(t) - r))), applied to the
-input before the channel-major linear patch embedding. Deviations from the reference: the 2-D
+input before the channel-major linear patch embedding; `torch_sf_filter` is the same operator in
+torch matrix form (the reference's own form), for timing. Deviations from the reference: the 2-D
 RoPE and pos-embed grid may be non-square (gh, gw), and dropout is not modelled (eval).
 """
 
@@ -108,6 +110,24 @@ def sf_filter(x, t, window_size=None, kappa=30.0, c_min=0.05, c_max=1.0, fixed_s
     return scipy.fft.idctn(coef, type=2, norm="ortho", axes=(3, 5)).reshape(b, c, h, w)
 
 
+def torch_sf_filter(x, t, window_size=None, kappa=30.0, c_min=0.05, c_max=1.0, fixed_scale=None):
+    """`sf_filter` in torch: x (B, C, H, W) tensor, t (B,) tensor; DCT-II matrix products."""
+    b, c, h, w = x.shape
+    n = h if window_size is None else window_size
+    k = np.arange(n)[:, None]
+    m = np.sqrt(2.0 / n) * np.cos(np.pi * (np.arange(n)[None] + 0.5) * k / n)
+    m[0] /= np.sqrt(2.0)
+    m = torch.from_numpy(m).to(x.dtype)
+    scale = torch.full((b,), fixed_scale) if fixed_scale is not None else t
+    cutoff = c_min + (c_max - c_min) * scale.clamp(0.0, 1.0).to(x.dtype)
+    u = torch.arange(n, dtype=x.dtype)
+    r = torch.sqrt(u[:, None] ** 2 + u[None, :] ** 2) / math.sqrt(2 * (n - 1) ** 2)
+    mask = torch.sigmoid(kappa * (cutoff[:, None, None] - r[None]))
+    win = x.reshape(b, c, h // n, n, w // n, n)
+    coef = torch.einsum("ui,vj,bcpiqj->bcpuqv", m, m, win) * mask[:, None, None, :, None, :]
+    return torch.einsum("ui,vj,bcpuqv->bcpiqj", m, m, coef).reshape(b, c, h, w)
+
+
 def window_partition(x, p):
     b, c, h, w = x.shape
     x = x.reshape(b, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5)
@@ -122,9 +142,10 @@ def modulate(x, shift, scale):
 
 
 class BottleneckPatchEmbed(nn.Module):
-    def __init__(self, patch_size, in_chans, pca_dim, embed_dim, sf=None):
+    def __init__(self, patch_size, in_chans, pca_dim, embed_dim, sf=None, sf_fn=None):
         super().__init__()
         self.patch_size, self.pca_dim, self.sf = patch_size, pca_dim, sf
+        self.sf_fn = sf_fn  # None: the NumPy/SciPy `sf_filter` (the tests' oracle)
         if sf is not None:
             self.proj1 = nn.Linear(in_chans * patch_size**2, pca_dim, bias=False)
         else:
@@ -136,7 +157,10 @@ class BottleneckPatchEmbed(nn.Module):
         p = self.patch_size
         if self.sf is None:
             return self.proj2(self.proj1(x)).flatten(2).transpose(1, 2)
-        x = torch.from_numpy(sf_filter(x.numpy(), t.numpy(), **self.sf)).to(x.dtype)
+        if self.sf_fn is None:
+            x = torch.from_numpy(sf_filter(x.numpy(), t.numpy(), **self.sf)).to(x.dtype)
+        else:
+            x = self.sf_fn(x, t, **self.sf)
         tok = window_partition(x, p)
         x = self.proj1(tok.reshape(b, tok.shape[1], c * p * p))
         x = x.transpose(1, 2).reshape(b, self.pca_dim, h // p, w // p)
@@ -246,6 +270,7 @@ class JiT(nn.Module):
         in_context_len=32,
         in_context_start=1,
         sf=None,
+        sf_fn=None,
     ):
         super().__init__()
         h, w = input_size
@@ -256,7 +281,7 @@ class JiT(nn.Module):
         self.y_embedder = nn.Module()
         self.y_embedder.embedding_table = nn.Embedding(num_classes + 1, hidden_size)
         self.x_embedder = BottleneckPatchEmbed(
-            patch_size, in_channels, bottleneck_dim, hidden_size, sf
+            patch_size, in_channels, bottleneck_dim, hidden_size, sf, sf_fn
         )
         pos = get_2d_sincos_pos_embed(hidden_size, self.grid)
         self.register_buffer("pos_embed", torch.from_numpy(pos).float().unsqueeze(0))
