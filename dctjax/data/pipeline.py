@@ -22,6 +22,8 @@ The iterator (`iter(dataset)`) is checkpointable: `get_state()`/`set_state()`, o
 from __future__ import annotations
 
 import os
+import signal
+import sys
 from typing import Any
 
 import grain
@@ -58,6 +60,24 @@ class RandomFlip(grain.transforms.RandomMap):
         if rng.random() < self.p:
             element = {**element, "image": element["image"][:, ::-1]}
         return element
+
+
+def worker_init(worker_index: int, worker_count: int) -> None:
+    """Runs in each grain worker process: leave SIGTERM and SIGINT to the trainer.
+
+    A cluster's preemption (or Ctrl-C) signals the whole process group. The trainer saves and then
+    closes the pipeline, which stops the workers and frees the shared-memory batches they hold; a
+    worker killed by the signal itself would leave those segments behind. On Linux a worker is
+    also killed when the trainer process dies, so none outlives it.
+    """
+    del worker_index, worker_count
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def per_host_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -136,7 +156,8 @@ def make_dataset(
         it_ds = it_ds.mp_prefetch(
             grain.MultiprocessingOptions(
                 num_workers=worker_count, per_worker_buffer_size=worker_buffer_size
-            )
+            ),
+            worker_init_fn=worker_init,
         )
     return it_ds
 

@@ -79,6 +79,13 @@ class _SigtermFlag:
         logging.warning("SIGTERM received: a checkpoint will be saved at the next step.")
 
 
+def absolute(path: str | os.PathLike) -> epath.Path:
+    """`path` as an absolute epath (orbax refuses relative paths); URIs (gs://...) unchanged."""
+    if "://" in os.fspath(path):
+        return epath.Path(path)
+    return epath.Path(os.path.abspath(os.fspath(path)))
+
+
 def _on_disk(state: Any) -> Any:
     """The tree written for `state`: a one-EMA TrainState without its empty `extra_emas`, so runs
     with one EMA keep the layout of checkpoints written before several EMAs existed."""
@@ -137,7 +144,7 @@ class Checkpointer:
             enable_async_checkpointing=async_save,
             cleanup_tmp_directories=True,
         )
-        self.directory = epath.Path(workdir) / CHECKPOINT_DIR
+        self.directory = absolute(workdir) / CHECKPOINT_DIR
         self._mngr = ocp.CheckpointManager(self.directory, options=options)
         self._config = None if config is None else config_to_dict(config)
         self._handles_sigterm = (
@@ -243,7 +250,7 @@ def resolve_step_dir(path: str | os.PathLike, step: int | None = None) -> epath.
     `path`: a workdir, its checkpoints directory, or one step's directory. `step`: which step
     (default: the latest complete one). FileNotFoundError names what is missing.
     """
-    path = epath.Path(path)
+    path = absolute(path)
     if (path / "state").is_dir():
         return path
     root = path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path

@@ -309,7 +309,7 @@ def _train_and_evaluate(
 
     # ---- train loop -----------------------------------------------------------------------------
     sums, count, t0, last_log = None, 0, time.perf_counter(), start
-    step = start
+    step, host_batch, batch = start, None, None
     try:
         while step < durations.total:
             host_batch = next(iterator)
@@ -352,6 +352,10 @@ def _train_and_evaluate(
                     os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
                     Image.fromarray(grid).save(os.path.join(workdir, "samples", f"{step:08d}.png"))
     finally:
+        # grain's batches live in shared memory until they are freed: an exception (preemption, the
+        # NaN guard) keeps this frame alive until exit, so drop them here, not at interpreter
+        # shutdown (where Python's resource tracker reports them as leaked segments)
+        host_batch = batch = None  # noqa: F841
         writer.flush()
         ckpt.close()
         if hasattr(iterator, "close"):

@@ -139,3 +139,23 @@ def test_multiprocess_prefetch_matches_in_process():
     src = synthetic.SyntheticShapes(16, num_examples=24)
     make = lambda w: pipeline.make_dataset(src, global_batch_size=4, seed=5, worker_count=w)  # noqa: E731
     _assert_batches_equal(_take(make(2), 9), _take(make(0), 9))
+
+
+def _signal_dispositions(_):
+    import signal
+
+    from dctjax.data.pipeline import worker_init
+
+    worker_init(0, 1)
+    return signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+
+def test_workers_leave_sigterm_to_the_trainer():
+    """A preemption signals the whole process group; grain workers ignore it, so the trainer can
+    save, then stop them and free their shared-memory batches (checked in a spawned process)."""
+    import multiprocessing
+    import signal
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        term, intr = pool.map(_signal_dispositions, [0])[0]
+    assert term == signal.SIG_IGN and intr == signal.SIG_IGN

@@ -234,3 +234,41 @@ def test_unknown_loss_weighting_is_an_error(tmp_path):
     c.diffusion.loss_weighting = "snr"
     with pytest.raises(ValueError, match="loss_weighting='snr'"):
         loop.train_and_evaluate(c, str(tmp_path))
+
+
+def test_relative_workdir(tmp_path, monkeypatch):
+    """orbax needs absolute paths: a relative --workdir (as in the README) saves and resumes."""
+    monkeypatch.chdir(tmp_path)
+    loop.train_and_evaluate(tiny_config(total_steps=2, sample_every=0), "rel_run")
+    assert (tmp_path / "rel_run" / "checkpoints" / "2" / "state").is_dir()
+    st = loop.train_and_evaluate(tiny_config(total_steps=4, sample_every=0), "rel_run")
+    assert int(st.step) == 4
+
+
+def test_sigterm_to_the_process_group_saves_and_leaves_no_shared_memory(tmp_path):
+    """A cluster's preemption signals every process of the job: the trainer saves and exits with
+    75; its grain workers (which ignore the signal) are stopped and no segment stays in /dev/shm."""
+    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    work = tmp_path / "run"
+    cmd = [
+        sys.executable, "launch/train.py", "--config=configs/quickstart.py:runlocal",
+        f"--workdir={work}", "--config.dataset.num_examples=64", "--config.model_kwargs.embed_dim=32",
+        "--config.model_kwargs.depth=2", "--config.model_kwargs.num_heads=2",
+        "--config.total_steps=100000", "--config.checkpoint_every=5", "--config.log_every=5",
+        "--config.sample_every=0", "--config.input.worker_count=2",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and not (work / "checkpoints" / "10").exists():
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == checkpoint.PREEMPTED_EXIT_CODE, err[-3000:]
+    assert "Preempted at step" in err and "Traceback" not in err
+    with checkpoint.Checkpointer(work, handle_sigterm=False) as ck:
+        assert ck.latest_step() >= 10
+    if os.path.isdir("/dev/shm"):
+        assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("psm_")}
