@@ -1,13 +1,8 @@
 """JiT-B/32 with Spectral Forcing on ImageNet 256x256 (class-conditional, 1000 classes); 64 tokens: the coarse patch where [002] reports the largest SF gains.
 
-The Spectral Forcing recipe (spec spectral.md §2.5, the official launcher on JiT's defaults): 600
-epochs at global batch 1024 (128 per GPU on 8 GPUs), blr 5e-5 (lr = blr * batch / 256), 5 warm-up
-epochs then constant, AdamW (0.9, 0.95) without weight decay, EMAs 0.9999 / 0.9996, logit-normal t
-(P_mean -0.8, P_std 0.8), x-prediction with the v-loss, noise_scale 1.0, label dropout 0.1;
-sampling: Heun, 50 steps (99 NFE), CFG 2.9 on velocities inside t in (0.1, 1.0). SF: full-image
-DCT low-pass before the patch embed, c(t) = 0.05 + 0.95 t, kappa 30. [002] reports FID and IS gains
-over vanilla JiT (the `nosf` variant) without numbers; JiT-B/16 at 256 px reports FID 3.66 (JiT
-paper, 600 epochs).
+The recipe of the Spectral Forcing launcher on JiT's defaults (`common.jit_config` lists it); SF
+improves FID and IS over vanilla JiT (the `nosf` variant) in [002], without numbers; the JiT paper
+reports FID 3.66 for JiT-B/16 at 256 px after 600 epochs.
 
     python launch/train.py --config=configs/jit_b32_imagenet256.py --workdir=runs/jit_b32_imagenet256
     python launch/train.py --config=configs/jit_b32_imagenet256.py:nosf --workdir=runs/jit_b32_imagenet256_nosf   # vanilla JiT
@@ -16,7 +11,8 @@ paper, 600 epochs).
     python launch/train.py --config=configs/jit_b32_imagenet256.py --workdir=/tmp/x --compile_only --config.dtype=bfloat16
 
 ImageNet is read with tfds (`imagenet2012`, prepared once on a machine with the archives), centre
-cropped (ADM) and resized to 256 px by the data pipeline.
+cropped to a square and resized (PIL bicubic, antialiased) to 256 px by the data pipeline; the
+reference uses ADM's centre crop (box downsampling, then bicubic).
 """
 
 from configs import common

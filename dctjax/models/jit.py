@@ -141,9 +141,7 @@ class RMSNorm(nnx.Module):
         self.weight = nnx.Param(jnp.ones((dim,), param_dtype))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        xf = x.astype(jnp.float32)
-        y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.eps)
-        return (self.weight[...].astype(jnp.float32) * y).astype(x.dtype)
+        return layers.rms_norm(x, self.weight[...], self.eps)
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:

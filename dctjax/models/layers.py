@@ -232,6 +232,36 @@ def _layer_norm_bwd(epsilon, res, g):
 layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def rms_norm(x: jax.Array, weight: jax.Array, epsilon: float) -> jax.Array:
+    """RMSNorm over the last axis (LlamaRMSNorm): x * rsqrt(mean(x^2) + eps) * weight, in float32.
+
+    x (..., D), weight (D,); the output has x's dtype. The backward pass is the closed form
+    dx = rstd * (gw - xhat * mean(gw * xhat)) with gw = g * weight, from x and the saved rstd (as
+    for `layer_norm`: autodiff would materialise weight * rstd as a full (..., D) array).
+    """
+    return _rms_norm_fwd(x, weight, epsilon)[0]
+
+
+def _rms_norm_fwd(x, weight, epsilon):
+    xf = x.astype(jnp.float32)
+    rstd = jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + epsilon)
+    return (xf * rstd * weight.astype(jnp.float32)).astype(x.dtype), (x, rstd, weight)
+
+
+def _rms_norm_bwd(epsilon, res, g):
+    x, rstd, weight = res
+    xhat = x.astype(jnp.float32) * rstd
+    gf = g.astype(jnp.float32)
+    gw = gf * weight.astype(jnp.float32)
+    dx = rstd * (gw - xhat * jnp.mean(gw * xhat, axis=-1, keepdims=True))
+    dweight = jnp.sum(gf * xhat, axis=tuple(range(x.ndim - 1))).astype(weight.dtype)
+    return dx.astype(x.dtype), dweight
+
+
+rms_norm.defvjp(_rms_norm_fwd, _rms_norm_bwd)
+
+
 class LayerNorm(nnx.Module):
     """LayerNorm over the last axis with PyTorch's numerics (see `layer_norm`).
 

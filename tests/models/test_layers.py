@@ -373,3 +373,22 @@ def test_pallas_tpu_interpret_through_the_models(monkeypatch):
     np.testing.assert_allclose(got, ref, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_rms_norm_values_and_closed_form_gradients():
+    """rms_norm and its custom VJP against float64 NumPy and against autodiff of the formula."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(2.0, 3.0, (3, 5, 8)).astype(np.float32)
+    w = rng.normal(1.0, 0.2, (8,)).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = x64 / np.sqrt(np.mean(x64**2, -1, keepdims=True) + 1e-6) * w
+    np.testing.assert_allclose(np.asarray(layers.rms_norm(x, w, 1e-6)), want, rtol=1e-5)
+
+    def plain(x, w):
+        return x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * w
+
+    g = rng.normal(size=x.shape).astype(np.float32)
+    got = jax.grad(lambda x, w: jnp.sum(layers.rms_norm(x, w, 1e-6) * g), (0, 1))(x, w)
+    ref = jax.grad(lambda x, w: jnp.sum(plain(x, w) * g), (0, 1))(x, w)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)

@@ -246,3 +246,39 @@ def test_nnx_state_round_trip(tmp_path, mesh):
     assert_states_equal(tuned.params, st.params)
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: Tiny(nnx.Rngs(0))), nnx.Param)
     assert nnx.merge(graphdef, tuned.params)(jnp.ones((1, 4))).shape == (1, 8)
+
+
+def test_checkpoints_written_before_several_emas_still_restore(tmp_path, mesh):
+    """A one-EMA state is written without `extra_emas`, as every checkpoint was before states could
+    hold several EMAs: a checkpoint in that layout (written here with orbax directly) restores."""
+    import orbax.checkpoint as ocp
+
+    st = trained_state()
+    old_layout = {k: getattr(st, k) for k in ("step", "params", "opt_state", "ema_params", "rng")}
+    mngr = ocp.CheckpointManager(tmp_path / checkpoint.CHECKPOINT_DIR)
+    mngr.save(2, args=ocp.args.Composite(state=ocp.args.StandardSave(old_layout)))
+    mngr.wait_until_finished()
+    mngr.close()
+    with checkpoint.Checkpointer(tmp_path, handle_sigterm=False) as ck:
+        restored, step = ck.restore_latest(abstract(mesh))
+    assert step == 2 and restored.extra_emas == ()
+    assert_states_equal(restored, st)
+
+
+def test_two_emas_round_trip(tmp_path, mesh):
+    """With two decays both EMAs are updated (d e + (1 - d) p each) and saved and restored."""
+    st = state_lib.create_train_state(init_params, TX, 0, mesh, num_emas=2)
+    grads = jax.tree.map(jnp.ones_like, st.params)
+    new, _ = jax.jit(lambda s: s.apply_gradients(grads, TX, (0.9, 0.5)))(st)
+    for d, ema in ((0.9, new.ema_params), (0.5, new.extra_emas[0])):
+        want = jax.tree.map(lambda e, p, d=d: d * e + (1 - d) * p, st.ema_params, new.params)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), ema, want)
+    with checkpoint.Checkpointer(tmp_path, handle_sigterm=False) as ck:
+        ck.save(1, new)
+        ck.wait_until_finished()
+        target = state_lib.abstract_train_state(
+            init_params, TX, 0, mesh, "replicate", min_size_mb=0, num_emas=2
+        )
+        assert_states_equal(ck.restore(1, target), new)
+    with pytest.raises(ValueError, match="2 EMA decays for a state with 1"):
+        trained_state().apply_gradients(grads, TX, (0.9, 0.5))
