@@ -51,6 +51,7 @@ def dctdiff_config(
     """The reference DCTdiff training setup (dctdiff.md sections 5 and 10)."""
     c = ml_collections.ConfigDict()
     c.name = name
+    c.family = "diffusion"  # dctjax.families: the VP diffusion family
     c.seed = seed
 
     c.dataset = dict(

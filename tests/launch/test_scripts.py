@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -63,3 +64,25 @@ def test_slurm_dry_run():
     cmd = out[1].replace("\\", "")
     assert cmd.startswith("srun --kill-on-bad-exit=1 bash -c JAX_PROCESS_ID=$SLURM_PROCID")
     assert "--config=configs/c.py --workdir=runs/c --config.seed=1" in cmd
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--config.model=resnet"], "error: unknown model 'resnet'; choose one of"),
+        (
+            ["--config.family=gan"],
+            "error: unknown family 'gan'; choose one of ['diffusion', 'flow']",
+        ),
+    ],
+)
+def test_train_user_mistakes_exit_2_with_the_message(tmp_path, args, message):
+    """A user's mistake ends launch/train.py with its message and exit code 2, no traceback."""
+    r = subprocess.run(
+        [sys.executable, "launch/train.py", "--config=configs/quickstart.py",
+         f"--workdir={tmp_path / 'run'}", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, "XLA_FLAGS": ""},
+    )  # fmt: skip
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
