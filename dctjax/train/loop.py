@@ -53,22 +53,22 @@ class Durations:
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, data: DataAccess) -> Durations:
-        def needs_examples(node: Any, prefix: str) -> bool:
-            return node.get(f"{prefix}_epochs") is not None
+        """The config's durations; the dataset's size is read only for a duration in epochs."""
 
-        def steps(node: Any, prefix: str, default: Any = 0) -> int:
-            num = len(data.source) if needs_examples(node, prefix) else None
+        def steps(node: Any, prefix: str, **default: Any) -> int:
+            epochs = node.get(f"{prefix}_epochs") is not None
             return schedule.steps_from(
-                node, prefix, batch_size=int(config.batch_size), num_examples=num, default=default
-            )
+                node, prefix, batch_size=int(config.batch_size),
+                num_examples=len(data.source) if epochs else None, **default,
+            )  # fmt: skip
 
         e = config.get("eval") or ml_collections.ConfigDict()
         return cls(
-            total=steps(config, "total", schedule._REQUIRED),
-            log_every=steps(config, "log_every"),
-            checkpoint_every=steps(config, "checkpoint_every"),
-            sample_every=steps(config, "sample_every"),
-            eval_every=steps(e, "every"),
+            total=steps(config, "total"),
+            log_every=steps(config, "log_every", default=0),
+            checkpoint_every=steps(config, "checkpoint_every", default=0),
+            sample_every=steps(config, "sample_every", default=0),
+            eval_every=steps(e, "every", default=0),
         )
 
 

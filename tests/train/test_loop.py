@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from configs import dctdiff_afhq512
+from dctjax import families
 from dctjax.data import sources
 from dctjax.diffusion.generate import generate
 from dctjax.families import diffusion as diffusion_family
@@ -272,3 +273,25 @@ def test_sigterm_to_the_process_group_saves_and_leaves_no_shared_memory(tmp_path
         assert ck.latest_step() >= 10
     if os.path.isdir("/dev/shm"):
         assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("psm_")}
+
+
+def test_every_duration_in_steps_epochs_or_examples():
+    """Durations.from_config: epochs use the dataset's size (64 images here), examples the batch."""
+    c = tiny_config()  # batch 8, 64 synthetic images
+    with c.unlocked():
+        c.total_steps = None
+        c.total_epochs = 2  # 2 * 64 / 8
+        c.log_every = None
+        c.log_every_examples = 32  # 32 / 8
+        c.checkpoint_every = None
+        c.checkpoint_every_epochs = 0.5
+        c.eval.every = None
+        c.eval.every_examples = 80  # floored: 10 steps
+    d = loop.Durations.from_config(c, families.DataAccess(lambda: loop.open_source(c)))
+    assert (d.total, d.log_every, d.checkpoint_every, d.sample_every, d.eval_every) == (
+        16, 4, 4, 4, 10,
+    )  # fmt: skip
+    with c.unlocked():
+        c.total_steps = 5
+    with pytest.raises(ValueError, match="Give only one of total_steps, total_epochs"):
+        loop.Durations.from_config(c, families.DataAccess(lambda: loop.open_source(c)))
