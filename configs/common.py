@@ -267,3 +267,104 @@ def apply_jit_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_colle
             raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
         c[key] = value
     return c
+
+
+# [003] Table 3, by dataset: resolution, B, quality, clip, model size, batch, dropout, tokens.
+DCTRANSFORMER_TABLE3 = {
+    "lsun": dict(resolution=384, block_size=8, quality=75, clip=1200, batch_size=512, dropout=0.1, tokens=300e9),
+    "ffhq": dict(resolution=1024, block_size=16, quality=35, clip=3200, batch_size=448, dropout=0.1, tokens=250e9),
+    "imagenet": dict(resolution=384, block_size=8, quality=75, clip=1200, batch_size=512, dropout=0.01, tokens=1000e9),
+    "openimages": dict(resolution=640, block_size=8, quality=50, clip=1200, batch_size=512, dropout=0.01, tokens=1000e9),
+    "plant_leaves": dict(resolution=2048, block_size=32, quality=50, clip=4000, batch_size=256, dropout=0.4, tokens=100e9),
+    "retinopathy": dict(resolution=1024, block_size=16, quality=75, clip=3200, batch_size=512, dropout=0.1, tokens=200e9),
+    "clevr": dict(resolution=480, block_size=8, quality=90, clip=1200, batch_size=128, dropout=0.5, tokens=50e9),
+}  # fmt: skip
+
+
+def dctransformer_config(
+    *,
+    name: str,
+    dataset: str,
+    column: str,
+    num_classes: int = 0,
+    max_length: int | None = None,
+    colorization: bool = False,
+    seed: int = 0,
+    prepare_hint: str = "",
+    **table_overrides,
+) -> ml_collections.ConfigDict:
+    """The DCTransformer (the `autoregressive` family, spec dctransformer.md §7) for one column of
+    [003] Table 3: codec (B, quality, clip), model size (hidden, heads, layer specs, DCT-image
+    downsampling), batch, dropout and tokens processed; chunks of 896 targets with 128 overlap,
+    Adam (0.9, 0.999) with a 1,000-step warm-up to 5e-4 then cosine decay to 0, gradient clip 1.0,
+    no EMA. `max_length` is L_max of the length filtering: the 95th percentile of the training
+    lengths L' printed by `python launch/dct_stats.py --config=...` (None: no filtering)."""
+    t = {**DCTRANSFORMER_TABLE3[column], **table_overrides}
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.family = "autoregressive"
+    c.seed = seed
+    c.dataset = dict(
+        name=dataset, split="train", data_dir=None, num_classes=num_classes,
+        prepare_hint=prepare_hint, num_examples=None,
+    )  # fmt: skip
+    c.resolution = t["resolution"]
+    c.representation = "sparse_dct"
+    c.representation_kwargs = dict(
+        block_size=t["block_size"], quality=t["quality"], clip=t["clip"],
+        order="luma_first" if colorization else "interleaved", chunk_size=896, overlap=128,
+        max_length=None if colorization else max_length, p_min=0.1, colorization=colorization,
+        max_len=None,
+    )  # fmt: skip
+    c.model = "dctransformer"
+    c.model_kwargs = dict(size=column, dropout=t["dropout"], input_scaling="log", remat=False)
+    c.dtype = "float32"
+    c.batch_size = t["batch_size"]
+    c.total_tokens = t["tokens"]
+    c.optim = dict(
+        lr=5e-4, warmup_steps=1000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0,
+        grad_clip_norm=1.0, lr_decay="cosine", decay_steps=None,
+    )  # fmt: skip
+    c.ema_decay = 0.0  # no EMA ([003] has none): the sampled weights are the trained ones
+    c.autoregressive = dict(log_chunks=4)
+    c.mesh = dict(data=-1, fsdp=1, param_strategy="replicate")
+    c.input = dict(worker_count=8, random_flip=True)
+    c.log_every = 100
+    c.checkpoint_every = 5000
+    c.keep_checkpoints = 3
+    c.sample_every = 0  # sampling is the next part
+    c.sample = dict(num=16)
+    c.eval = dict(every=10_000, start=0, split="validation", num_images=256, batch_size=64)
+    c.init_from = None
+    return c
+
+
+def apply_dctransformer_variant(
+    c: ml_collections.ConfigDict, arg: str | None
+) -> ml_collections.ConfigDict:
+    """`runlocal` (a seconds-long smoke run: tiny model, short chunks, few steps), `size=...`
+    (a `DCTRANSFORMER_SIZES` key) and top-level key=value fields."""
+    v = parse_variant(arg)
+    if v.pop("runlocal", False):
+        c.resolution = 32 if c.representation_kwargs.block_size <= 16 else 64
+        c.representation_kwargs.update(block_size=min(c.representation_kwargs.block_size, 8))
+        c.representation_kwargs.update(clip=255, chunk_size=48, overlap=16, max_length=None)
+        c.model_kwargs.update(size="T", downsample=(2, 1))
+        c.batch_size = 8
+        c.total_tokens = None
+        c.total_steps = 20
+        c.optim.warmup_steps = 5
+        c.log_every = 5
+        c.checkpoint_every = 10
+        c.input.worker_count = 0
+        c.eval.update(every=0)
+        c.dataset.update(name="synthetic", num_examples=64, data_dir=None)
+        if c.dataset.num_classes:
+            c.dataset.num_classes = 4
+    if "size" in v:
+        c.model_kwargs.size = v.pop("size")
+    for key, value in v.items():
+        if key not in c:
+            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
+        c[key] = value
+    return c

@@ -220,7 +220,8 @@ class SparseDCT(Representation):
     [-clip, clip], sorted by `order`, padded to `max_len` (None: the worst case, every coefficient
     non-zero). Training uses chunks of `chunk_size` targets with `overlap` context elements and
     keeps an image with probability min(L'/max_length, 1) (None: no filtering). With
-    `colorization`, chunks cover only the chroma part of 'luma_first' sequences."""
+    `colorization`, chunks cover only the chroma part of 'luma_first' sequences, and no image is
+    filtered out (spec §4.4)."""
 
     block_size: int = 8
     quality: int = 75
@@ -303,7 +304,8 @@ class SparseDCT(Representation):
         rng = chunking.as_generator(rng)
         seq = self.host_encode(image)
         length = int(seq.length)
-        if self.max_length is not None and not chunking.keep_example(length, self.max_length, rng):
+        filtering = self.max_length is not None and not self.colorization  # spec §4.4 Choice
+        if filtering and not chunking.keep_example(length, self.max_length, rng):
             return None
         chroma_start = (
             chunking.find_chroma_start(seq, self.block_size) if self.colorization else None

@@ -4,6 +4,7 @@
 |-------------|-------------------------|----------------|-------------------------------|--------------------|
 | `diffusion` | `dct_tokens`, `pixels`  | U-ViT, DiT     | VP-SDE eps/x0/v               | DPM-Solver, Euler  |
 | `flow`      | `pixels`                | JiT (+ SF)     | rectified flow, x-pred v-loss | Heun/Euler + CFG   |
+| `autoregressive` | `sparse_dct`       | DCTransformer  | chunked cross-entropy         | (next part)        |
 
 A family adds a module here and registers it; the train loop (`dctjax/train/loop.py`) and the
 sampler (`dctjax/sampling.py`) call it through `dctjax.families.base.Family` and never change.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dctjax.families.autoregressive import Autoregressive
 from dctjax.families.base import DataAccess, Family, TrainedModel, Training
 from dctjax.families.diffusion import Diffusion
 from dctjax.families.flow import Flow
@@ -21,6 +23,7 @@ from dctjax.registry import Registry
 FAMILIES: Registry[Family] = Registry("family")
 FAMILIES.register(Diffusion.name, Diffusion())
 FAMILIES.register(Flow.name, Flow())
+FAMILIES.register(Autoregressive.name, Autoregressive())
 
 DEFAULT_FAMILY = "diffusion"
 

@@ -60,12 +60,15 @@ class Training:
     (already on the devices); key is this step's key; metrics are float32 scalars averaged over
     the logging interval next to the loss.
     ema_decays: the first EMA is the one sampled from (`ema_params`); more decays are kept too.
+    finalize_metrics: maps the interval's averaged metrics (host floats) to the logged ones, e.g.
+    ratios of two averaged sums; None logs them as they are.
     """
 
     loss_fn: LossFn
     tx: optax.GradientTransformation
     lr_schedule: optax.Schedule
     ema_decays: tuple[float, ...]
+    finalize_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
 
 
 class DataAccess:
@@ -97,18 +100,23 @@ class Family:
         kwargs.setdefault("num_classes", num_classes(config))
         return kwargs
 
+    def model_inputs(
+        self, config: ml_collections.ConfigDict, representation: Any
+    ) -> dict[str, Any]:
+        """What the model takes from the representation (default: its per-example shape)."""
+        del config
+        return {"input_shape": representation.shape}
+
     def build(self, config: ml_collections.ConfigDict) -> TrainedModel:
         """Checks the config's model fields and builds the pure pieces (ValueError names a field)."""
         rep = representations.from_config(config)
         dtype = DTYPES.get(config.get("dtype", "float32"))
         if dtype is None:
             raise ValueError(f"dtype={config.dtype!r} is not valid; use 'float32' or 'bfloat16'.")
-        kwargs = self.model_kwargs(config)
+        kwargs = {**self.model_inputs(config, rep), **self.model_kwargs(config)}
 
         def new_model(key: jax.Array) -> nnx.Module:
-            return make_model(
-                config.model, rngs=nnx.Rngs(key), input_shape=rep.shape, dtype=dtype, **kwargs
-            )
+            return make_model(config.model, rngs=nnx.Rngs(key), dtype=dtype, **kwargs)
 
         abstract = nnx.eval_shape(lambda: new_model(jax.random.key(0)))
         graphdef, _, rest = nnx.split(abstract, nnx.Param, ...)
@@ -147,6 +155,20 @@ class Family:
         self, config: ml_collections.ConfigDict, model: TrainedModel, data: DataAccess
     ) -> Training:
         raise NotImplementedError
+
+    def tokens_per_example(self, config: ml_collections.ConfigDict) -> int | None:
+        """Loss-bearing tokens per training example, for durations in tokens (`total_tokens`);
+        None when the family does not count tokens."""
+        del config
+        return None
+
+    def evaluations(
+        self, config: ml_collections.ConfigDict, model: TrainedModel, mesh: jax.sharding.Mesh
+    ) -> list[Callable[[Any, int], dict[str, float]]]:
+        """The family's own periodic evaluations, run with FID at `eval.every`: each is
+        (ema_params, step) -> metrics. Built (and their data read) before the step compiles."""
+        del config, model, mesh
+        return []
 
     def optimizer(
         self, config: ml_collections.ConfigDict

@@ -144,14 +144,6 @@ class RMSNorm(nnx.Module):
         return layers.rms_norm(x, self.weight[...], self.eps)
 
 
-def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
-    """Inverted dropout (PyTorch's nn.Dropout in training); the identity without a key."""
-    if key is None or rate == 0.0:
-        return x
-    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
-    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
-
-
 class Attention(nnx.Module):
     """qkv Dense(D -> 3D) -> per-head qk-RMSNorm -> RoPE -> softmax attention -> Dense(D -> D)."""
 
@@ -193,7 +185,7 @@ class SwiGLUFFN(nnx.Module):
 
     def __call__(self, x: jax.Array, rate: float = 0.0, key: jax.Array | None = None) -> jax.Array:
         x1, x2 = jnp.split(self.w12(x), 2, axis=-1)
-        return self.w3(dropout(jax.nn.silu(x1) * x2, rate, key))
+        return self.w3(layers.dropout(jax.nn.silu(x1) * x2, rate, key))
 
 
 class JiTBlock(nnx.Module):
@@ -238,7 +230,7 @@ class JiTBlock(nnx.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
         k_attn, k_mlp = (None, None) if key is None else jax.random.split(key)
         a = self.attn(layers.modulate(self.norm1(x), shift_msa, scale_msa), cos, sin)
-        x = x + gate_msa[:, None] * dropout(a, self.proj_dropout, k_attn)
+        x = x + gate_msa[:, None] * layers.dropout(a, self.proj_dropout, k_attn)
         m = self.mlp(layers.modulate(self.norm2(x), shift_mlp, scale_mlp), self.proj_dropout, k_mlp)
         return x + gate_mlp[:, None] * m
 

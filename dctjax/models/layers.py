@@ -556,6 +556,14 @@ def gelu(x: jax.Array, approximate: bool = False) -> jax.Array:
     return 0.5 * x * (1 + jax.lax.erf(x * np.asarray(1 / math.sqrt(2), x.dtype)))
 
 
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout (PyTorch's nn.Dropout in training); the identity without a key."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+
+
 class Mlp(nnx.Module):
     """Dense(D -> hidden) -> GELU -> Dense(hidden -> D); `approximate=False` is the exact erf GELU."""
 

@@ -1,16 +1,19 @@
 """Backbones chosen by name (`config.model`): `make_model(name, *, rngs, **kwargs)`.
 
-| name         | class  | input x                  | sizes                          |
-|--------------|--------|--------------------------|--------------------------------|
-| `uvit`       | `UViT` | DCT tokens (N, T, F)     | T XS S M M18 M20 L H           |
-| `uvit_pixel` | `UViT` | pixels (N, H, W, 3), p=4 | T XS S M M18 M20 L H           |
-| `dit`        | `DiT`  | DCT tokens (N, T, F)     | T S B L XL                     |
-| `jit`        | `JiT`  | pixels (N, H, W, 3)      | T S B L H 700M                 |
+| name            | class           | input x                     | sizes                     |
+|-----------------|-----------------|-----------------------------|---------------------------|
+| `uvit`          | `UViT`          | DCT tokens (N, T, F)        | T XS S M M18 M20 L H      |
+| `uvit_pixel`    | `UViT`          | pixels (N, H, W, 3), p=4    | T XS S M M18 M20 L H      |
+| `dit`           | `DiT`           | DCT tokens (N, T, F)        | T S B L XL                |
+| `jit`           | `JiT`           | pixels (N, H, W, 3)         | T S B L H 700M            |
+| `dctransformer` | `DCTransformer` | decoder slice + DCT image   | Table 3 columns, S, T     |
 
 Every model is called as `model(x, t, y=None)` with t in [0, 1] and returns float32 of x's shape
 (U-ViT and DiT form tau = 999 t themselves; JiT embeds t itself, t = 1 data, predicts x and also
 takes `dropout_key=`). `input_shape` is the representation's per-example shape
 (`representation.shape`), e.g. `make_model('uvit', input_shape=rep.shape, size='S', rngs=...)`.
+The DCTransformer is the exception: it takes a chunk's fields (`chunking.make_chunk`) and returns
+channel, position and value logits; it is built from the codec's block size, grid and clip.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from flax import nnx
 
+from dctjax.models.dctransformer import DCTransformer, registry_sizes
 from dctjax.models.dit import DIT_SIZES, DiT
 from dctjax.models.jit import JIT_SIZES, JiT
 from dctjax.models.uvit import UVIT_SIZES, UViT
@@ -92,3 +96,4 @@ register("uvit", UViT, UVIT_SIZES)
 register("uvit_pixel", UViT, UVIT_SIZES, patch_size=4)
 register("dit", DiT, DIT_SIZES)
 register("jit", JiT, JIT_SIZES)
+register("dctransformer", DCTransformer, registry_sizes())

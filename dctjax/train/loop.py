@@ -42,8 +42,9 @@ class Preempted(SystemExit):
 @dataclasses.dataclass(frozen=True)
 class Durations:
     """Every duration of a run in steps (each config field may be given in steps, epochs or
-    examples: `total_steps` / `total_epochs` / `total_examples`, `log_every` / `log_every_epochs`
-    / ..., `checkpoint_every*`, `sample_every*`, `eval.every*`)."""
+    examples, or tokens where the family counts them: `total_steps` / `total_epochs` /
+    `total_examples` / `total_tokens`, `log_every` / `log_every_epochs` / ...,
+    `checkpoint_every*`, `sample_every*`, `eval.every*`)."""
 
     total: int
     log_every: int
@@ -54,12 +55,14 @@ class Durations:
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict, data: DataAccess) -> Durations:
         """The config's durations; the dataset's size is read only for a duration in epochs."""
+        tokens = families.get_family(config).tokens_per_example(config)
 
         def steps(node: Any, prefix: str, **default: Any) -> int:
             epochs = node.get(f"{prefix}_epochs") is not None
             return schedule.steps_from(
                 node, prefix, batch_size=int(config.batch_size),
-                num_examples=len(data.source) if epochs else None, **default,
+                num_examples=len(data.source) if epochs else None, tokens_per_example=tokens,
+                **default,
             )  # fmt: skip
 
         e = config.get("eval") or ml_collections.ConfigDict()
@@ -252,10 +255,12 @@ def _train_and_evaluate(
         logging.info("compile_only: %s", report)
         return report
 
-    # ---- evaluators (reference statistics and Inception weights are read now) -------------------
+    # ---- evaluators (reference statistics, Inception weights and eval data are read now) --------
     sampler = WorkdirSampler(model, mesh)  # the grids' and the evaluators'
     with user_errors():
         fid_evaluation = make_fid_evaluation(config, sampler)
+        evaluations = [fid_evaluation] if fid_evaluation else []
+        evaluations += family.evaluations(config, model, mesh)
 
     # ---- input ----------------------------------------------------------------------------------
     with user_errors():
@@ -266,6 +271,7 @@ def _train_and_evaluate(
         seed=config.seed,
         worker_count=config.input.worker_count,
         random_flip=config.input.random_flip,
+        representation=model.representation,  # a host-side transform (sparse_dct) runs here
     )
     iterator = iter(dataset)
 
@@ -326,15 +332,21 @@ def _train_and_evaluate(
             if log_now:
                 dt = time.perf_counter() - t0
                 scalars = {k: float(v) / count for k, v in checked_sums().items()}
+                if training.finalize_metrics is not None:
+                    scalars = training.finalize_metrics(scalars)
                 scalars.update({k: float(v) for k, v in jax.device_get(log_norms).items()})
                 scalars["steps_per_s"] = count / dt
                 scalars["images_per_s"] = count * config.batch_size / dt
+                if "tokens_per_step" in scalars:  # families that count loss-bearing tokens
+                    scalars["tokens_per_s"] = scalars["tokens_per_step"] * count / dt
                 writer.write_scalars(step, scalars)
                 sums, count, t0, last_log = None, 0, time.perf_counter(), step
             eval_metrics = None
-            if fid_evaluation and step >= int(config.eval.get("start") or 0):
+            if evaluations and step >= int(config.eval.get("start") or 0):
                 if due(durations.eval_every):
-                    eval_metrics = fid_evaluation(st.ema_params, step)
+                    eval_metrics = {}
+                    for evaluate in evaluations:
+                        eval_metrics.update(evaluate(st.ema_params, step))
                     writer.write_scalars(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
             preempted = ckpt.reached_preemption(step)
             if preempted or due(durations.checkpoint_every) or eval_metrics is not None:
@@ -345,7 +357,7 @@ def _train_and_evaluate(
                     ckpt.wait_until_finished()
                     logging.warning("Preempted at step %d: checkpoint saved, exiting.", step)
                     raise Preempted(step)
-            if due(durations.sample_every):
+            if durations.sample_every and due(durations.sample_every):  # 0: no grids
                 grid = sampler.grid(st.ema_params, sample_key, step, int(config.sample.num))
                 writer.write_images(step, {"samples": grid[None]})
                 if is_main:

@@ -1,4 +1,5 @@
-"""The optimiser of the DCTdiff reference (AdamW, linear warm-up, constant LR) and norm helpers.
+"""The optimisers: AdamW with a linear warm-up, then a constant LR (the DCTdiff reference's, the
+default) or a cosine decay to 0 (`lr_decay='cosine'`, the DCTransformer's), and norm helpers.
 
 Reference (spec/dctdiff.md section 10): AdamW b1=0.99, b2=0.99, eps=1e-8, decoupled weight decay
 0.03 on *all* parameters (the reference never uses its `no_weight_decay()`), lr = base * min(t/5000, 1)
@@ -25,7 +26,10 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 0.03,
     "wd_exclude_1d": False,  # True: no decay on biases, norms, 1-D embeddings
     "grad_clip_norm": None,  # None: no clipping (the reference)
+    "lr_decay": "constant",  # after the warm-up: 'constant' or 'cosine' (to 0 at decay_steps)
+    "decay_steps": None,  # cosine: the step where the LR reaches 0 (the run's total steps)
 }
+LR_DECAYS = ("constant", "cosine")
 # Keys that commonly sit in the same config block and are read elsewhere (state.ema_update).
 IGNORED = ("ema_decay",)
 
@@ -60,6 +64,13 @@ def resolve_config(config: Any = None, **overrides: Any) -> dict[str, Any]:
         )
     if out["warmup_steps"] < 0:
         raise ValueError(f"warmup_steps must be >= 0, got {out['warmup_steps']}.")
+    if out["lr_decay"] not in LR_DECAYS:
+        raise ValueError(f"lr_decay={out['lr_decay']!r}; use one of {LR_DECAYS}.")
+    if out["lr_decay"] == "cosine" and not (out["decay_steps"] or 0) > out["warmup_steps"]:
+        raise ValueError(
+            f"lr_decay='cosine' needs decay_steps (the run's total steps) > warmup_steps="
+            f"{out['warmup_steps']}, got decay_steps={out['decay_steps']}."
+        )
     return out
 
 
@@ -68,6 +79,12 @@ def warmup_constant(lr: float, warmup_steps: int) -> optax.Schedule:
     if warmup_steps == 0:
         return optax.constant_schedule(lr)
     return optax.linear_schedule(0.0, lr, warmup_steps)
+
+
+def warmup_cosine(lr: float, warmup_steps: int, decay_steps: int) -> optax.Schedule:
+    """lr * step / warmup_steps during the warm-up, then lr * (1 + cos(pi * u)) / 2 with
+    u = (step - warmup_steps) / (decay_steps - warmup_steps), reaching 0 at decay_steps."""
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, decay_steps, end_value=0.0)
 
 
 def _ndim_above_1(params: Any) -> Any:
@@ -80,7 +97,8 @@ def make_optimizer(
     """(tx, lr_schedule) from a config block (mapping/ConfigDict) and/or keyword overrides.
 
     Keys (defaults = the DCTdiff reference): lr (required), warmup_steps=5000, b1=0.99, b2=0.99,
-    eps=1e-8, weight_decay=0.03, wd_exclude_1d=False, grad_clip_norm=None. `ema_decay` is accepted
+    eps=1e-8, weight_decay=0.03, wd_exclude_1d=False, grad_clip_norm=None, lr_decay='constant'
+    (or 'cosine' to 0 at decay_steps). `ema_decay` is accepted
     and ignored; any other key is an error. `lr_schedule(step)` gives the LR of the update that
     turns `step` into `step + 1` (log it as the step's LR). With `blr` instead of `lr`, the LR is
     blr * batch_size / 256 (JiT's rule), so `batch_size` is needed.
@@ -91,7 +109,10 @@ def make_optimizer(
         if not batch_size:
             raise ValueError("optimiser option 'blr' needs the global batch_size.")
         lr = float(c["blr"]) * int(batch_size) / 256
-    schedule = warmup_constant(float(lr), int(c["warmup_steps"]))
+    if c["lr_decay"] == "cosine":
+        schedule = warmup_cosine(float(lr), int(c["warmup_steps"]), int(c["decay_steps"]))
+    else:
+        schedule = warmup_constant(float(lr), int(c["warmup_steps"]))
     tx = optax.adamw(
         schedule,
         b1=c["b1"],

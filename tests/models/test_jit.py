@@ -16,7 +16,8 @@ import scipy.fft
 from flax import nnx
 
 from dctjax.models import JIT_SIZES, JiT, make_model, model_sizes, registered_models
-from dctjax.models.jit import apply_rope, dropout, rope_tables
+from dctjax.models.jit import apply_rope, rope_tables
+from dctjax.models.layers import dropout
 
 IMG = (32, 32, 3)
 TINY = dict(input_shape=IMG, size="T")  # D 64, depth 4, 4 heads (head dim 16), bottleneck 32

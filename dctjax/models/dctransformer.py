@@ -1,0 +1,529 @@
+"""DCTransformer (Nash et al. 2021, seed 003): an encoder over the dense DCT image of everything
+before the target chunk and three stacked decoders (channel, position, value); spec
+dctransformer.md §3.
+
+Per target slot j of the decoder slice (T = overlap + chunk_size slots, `chunking.make_chunk`):
+
+    E_channel  = C[in_c] + P[in_p] + V[in_v] + P_chunk[j] (+ class embedding)   dropout
+    H_channel  = decode_channel(E_channel ; E_input)          -> LN -> channel logits (3B^2 + 1)
+    E_position = H_channel + C[target_c]                       (teacher-forced target channel)
+    H_position = decode_position(E_position ; E_input)        -> LN -> position logits (G_h G_w)
+    E_value    = H_position + E_input[cell(target_p)]          (the encoder cell of the target)
+    H_value    = decode_value(E_value ; E_input)              -> LN -> value logits (2 clip + 1)
+
+    E_input = LN(encoder(Conv_{k,s}(scale(D)) + pos_2d (+ class embedding)))
+
+Every sublayer is H <- H + alpha * dropout(f(LN(H))) with its own zero-initialised scalar alpha
+(ReZero, [003] eq. (10)). A layer spec is a list of (n_self_attention, n_fc) blocks ("PAR"); a
+decoder block is its self-attention sublayer(s), one cross-attention to E_input, then its FC
+sublayers (spec §3.2 Choice). Attention uses 64 features per head whatever the hidden size (§3.3):
+the inner width is heads * 64, projected back to the hidden size. Decoder self-attention is causal
+with PAD slots masked as keys (a query always sees itself, so left-padded rows stay finite). FC is
+Dense(d -> 4d) -> exact GELU -> Dense(4d -> d).
+
+Choices beyond the spec, each a constructor argument: dropout is applied to the summed decoder
+input embeddings E_channel and to the encoder tokens (not to the teacher-forced additions of
+E_position / E_value); `value_pos_embedding` also adds P[target_p] to E_value; `chunk_embeddings`
+adds an embedding of the chunk number (the community code's reading of "chunk position").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dctjax.codec import _checks
+from dctjax.models import layers
+
+HEAD_DIM = 64
+INPUT_SCALINGS = ("log", "linear")
+
+Spec = tuple[tuple[int, int], ...]
+
+
+def _spec(*blocks: tuple[int, int]) -> Spec:
+    return tuple(blocks)
+
+
+ENCODER_SPEC = _spec(*[(1, 2)] * 4)
+_DEC_4 = _spec(*[(1, 2)] * 3, (1, 4))
+_DEC_3 = _spec(*[(1, 2)] * 3, (1, 3))
+_VAL_5 = _spec(*[(1, 2)] * 5, (1, 7))
+_VAL_6 = _spec(*[(1, 2)] * 6, (1, 7))
+_VAL_MIX = _spec((1, 2), (1, 2), (1, 3), (1, 3), (1, 7))
+
+# [003] Table 3 (hidden, heads, encoder / channel / position / value specs, DCT-image downsampling
+# conv (kernel, stride)), plus small sizes for a CPU: 'T' (tests) and 'S' (the quickstart).
+DCTRANSFORMER_SIZES: dict[str, dict[str, Any]] = {
+    "lsun": dict(hidden=896, heads=14, value_spec=_VAL_5, downsample=(4, 2)),
+    "ffhq": dict(hidden=896, heads=14, value_spec=_VAL_6, downsample=(6, 3)),
+    "imagenet": dict(hidden=1152, heads=14, value_spec=_VAL_6, downsample=(8, 4)),
+    "openimages": dict(hidden=896, heads=18, value_spec=_VAL_6, downsample=(6, 3)),
+    "plant_leaves": dict(
+        hidden=768,
+        heads=12,
+        channel_spec=_DEC_3,
+        position_spec=_DEC_3,
+        value_spec=_VAL_MIX,
+        downsample=(4, 2),
+    ),  # fmt: skip
+    "retinopathy": dict(
+        hidden=768,
+        heads=12,
+        channel_spec=_DEC_3,
+        position_spec=_DEC_3,
+        value_spec=_VAL_MIX,
+        downsample=(4, 2),
+    ),  # fmt: skip
+    "clevr": dict(hidden=896, heads=14, value_spec=_VAL_6, downsample=(6, 3)),
+    "S": dict(
+        hidden=256,
+        heads=4,
+        encoder_spec=_spec((1, 2), (1, 2)),
+        channel_spec=_spec((1, 2), (1, 2)),
+        position_spec=_spec((1, 2), (1, 2)),
+        value_spec=_spec((1, 2), (1, 2), (1, 2)),
+        downsample=(2, 1),
+    ),  # fmt: skip
+    "T": dict(
+        hidden=64,
+        heads=2,
+        encoder_spec=_spec((1, 1)),
+        channel_spec=_spec((1, 1)),
+        position_spec=_spec((1, 1)),
+        value_spec=_spec((1, 1)),
+        downsample=(2, 1),
+    ),  # fmt: skip
+}
+for _size in DCTRANSFORMER_SIZES.values():
+    _size.setdefault("encoder_spec", ENCODER_SPEC)
+    _size.setdefault("channel_spec", _DEC_4)
+    _size.setdefault("position_spec", _DEC_4)
+
+
+def check_layer_spec(spec: Any, name: str) -> Spec:
+    """A PAR layer spec: a non-empty sequence of (n_self_attention >= 1, n_fc >= 0) pairs."""
+    try:
+        out = tuple((int(a), int(f)) for a, f in spec)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or any(a < 1 or f < 0 for a, f in out):
+        raise ValueError(
+            f"{name} must be a non-empty list of (n_self_attention >= 1, n_fc >= 0) pairs, e.g. "
+            f"[(1, 2), (1, 2)], got {spec!r}."
+        )
+    return out
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """'SAME' padding (low, high) of one axis: output ceil(size / stride), TensorFlow's split."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def encoder_cells(positions: jax.Array, grid_shape: tuple[int, int], stride: int) -> jax.Array:
+    """Luma-grid positions row * G_w + col -> encoder cells floor(row/s) * ceil(G_w/s) + floor(col/s)."""
+    grid_w = grid_shape[1]
+    row, col = positions // grid_w, positions % grid_w
+    return (row // stride) * (-(-grid_w // stride)) + col // stride
+
+
+def scale_dct_image(dct_image: jax.Array, scaling: str, scale: float) -> jax.Array:
+    """Integer DCT image -> float32 encoder input: sign(v) log(1 + |v|) ('log') or v / scale."""
+    v = dct_image.astype(jnp.float32)
+    if scaling == "log":
+        return jnp.sign(v) * jnp.log1p(jnp.abs(v))
+    return v / scale
+
+
+def decoder_mask(input_mask: jax.Array) -> jax.Array:
+    """(N, T) input validity -> (N, 1, T, T) self-attention mask: causal, PAD keys masked, and a
+    query always sees itself (a left-padded row then has one key instead of none)."""
+    t = input_mask.shape[-1]
+    causal = jnp.tril(jnp.ones((t, t), bool))
+    eye = jnp.eye(t, dtype=bool)
+    return (causal[None] & (input_mask[:, None, :] | eye[None]))[:, None]
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """softmax(q k^T / sqrt(d) + mask) v: q (N, T, h, d), k/v (N, S, h, d), mask broadcastable to
+    (N, h, T, S) (True = attend) -> (N, T, h, d). Logits and softmax in float32."""
+    logits = jnp.einsum("nthd,nshd->nhts", q, k, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    return jnp.einsum("nhts,nshd->nthd", weights, v)
+
+
+class MultiHeadAttention(nnx.Module):
+    """Self- (`kv` = None) or cross-attention with `heads` heads of 64 features:
+    q Dense(d -> 64h), k/v Dense(d_kv -> 64h), output Dense(64h -> d)."""
+
+    def __init__(self, dim: int, heads: int, *, cross: bool, linear: layers.LinearFactory):
+        self.heads = heads
+        inner = heads * HEAD_DIM
+        if cross:
+            self.q = linear(dim, inner)
+            self.kv = linear(dim, 2 * inner)
+        else:
+            self.qkv = linear(dim, 3 * inner)
+        self.out = linear(inner, dim)
+
+    def __call__(self, x: jax.Array, kv: jax.Array | None, mask: jax.Array | None) -> jax.Array:
+        n, t, _ = x.shape
+        if kv is None:
+            q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
+        else:
+            q = self.q(x)
+            k, v = jnp.split(self.kv(kv), 2, axis=-1)
+        q, k, v = (a.reshape(n, a.shape[1], self.heads, HEAD_DIM) for a in (q, k, v))
+        return self.out(attention(q, k, v, mask).reshape(n, t, self.heads * HEAD_DIM))
+
+
+class Sublayer(nnx.Module):
+    """H <- H + alpha * dropout(f(LN(H))), alpha a zero-initialised scalar (ReZero, pre-LN)."""
+
+    KINDS = ("self", "cross", "fc")
+
+    def __init__(
+        self, kind: str, dim: int, heads: int, *, linear: layers.LinearFactory, dtype: Any,
+        param_dtype: Any,
+    ):  # fmt: skip
+        self.kind = kind
+        self.norm = layers.LayerNorm(dim, dtype=dtype, param_dtype=param_dtype)
+        if kind == "fc":
+            self.f = layers.Mlp(dim, 4 * dim, approximate=False, linear=linear)
+        else:
+            self.f = MultiHeadAttention(dim, heads, cross=kind == "cross", linear=linear)
+        self.alpha = nnx.Param(jnp.zeros((), param_dtype))
+
+    def __call__(
+        self,
+        h: jax.Array,
+        memory: jax.Array | None,
+        mask: jax.Array | None,
+        rate: float,
+        key: jax.Array | None,
+    ) -> jax.Array:
+        x = self.norm(h)
+        if self.kind == "fc":
+            y = self.f(x)
+        elif self.kind == "self":
+            y = self.f(x, None, mask)
+        else:
+            y = self.f(x, memory, None)
+        y = layers.dropout(y, rate, key)
+        return h + self.alpha[...].astype(y.dtype) * y
+
+
+class Stack(nnx.Module):
+    """A PAR layer spec as a flat list of sublayers; decoders add a cross-attention per block."""
+
+    def __init__(
+        self, spec: Spec, dim: int, heads: int, *, decoder: bool, linear: layers.LinearFactory,
+        dtype: Any, param_dtype: Any,
+    ):  # fmt: skip
+        kinds = []
+        for n_self, n_fc in spec:
+            kinds += ["self"] * n_self + (["cross"] if decoder else []) + ["fc"] * n_fc
+        self.sublayers = nnx.List(
+            [
+                Sublayer(k, dim, heads, linear=linear, dtype=dtype, param_dtype=param_dtype)
+                for k in kinds
+            ]
+        )
+
+    def __call__(
+        self,
+        h: jax.Array,
+        memory: jax.Array | None,
+        mask: jax.Array | None,
+        rate: float,
+        key: jax.Array | None,
+    ) -> jax.Array:
+        keys = (
+            [None] * len(self.sublayers)
+            if key is None
+            else jax.random.split(key, len(self.sublayers))
+        )
+        for sub, k in zip(self.sublayers, keys, strict=True):
+            h = sub(h, memory, mask, rate, k)
+        return h
+
+
+class DCTransformer(nnx.Module):
+    """The DCTransformer of one decoder slice: `model(encoder_image, input_channel, input_position,
+    input_value, input_mask, target_channel, target_position, labels=None, chunk_index=None,
+    dropout_key=None)` -> float32 logits (channel (N, T, 3B^2+1), position (N, T, G_h G_w), value
+    (N, T, 2 clip+1)).
+
+    Inputs are `chunking.make_chunk`'s fields (batched): encoder_image int (N, G_h, G_w, 3B^2);
+    input_* int32 (N, T) embedding ids; input_mask bool (N, T); target_channel / target_position
+    int32 (N, T) teacher-forced into the position and value decoders.
+
+    Args:
+      block_size, grid_shape, clip: the sparse codec's B, luma grid (G_h, G_w) and value clip.
+      num_slots: T = overlap + chunk_size.
+      size: a key of `DCTRANSFORMER_SIZES`; hidden, heads, *_spec and downsample override it.
+      downsample: (kernel, stride) of the DCT-image convolution ('SAME' padding).
+      dropout: rate of every sublayer output and of the summed input embeddings.
+      input_scaling: 'log' (sign(v) log(1 + |v|)) or 'linear' (v / input_scale).
+      num_classes: > 0 adds a class embedding to every encoder token and to E_channel.
+      value_pos_embedding: also add P[target_p] to E_value (off: literal eq. (8)).
+      chunk_embeddings: > 0 adds an embedding of min(chunk_index, chunk_embeddings) - 1.
+      remat: recompute each decoder / the encoder in the backward pass.
+    """
+
+    def __init__(
+        self,
+        *,
+        block_size: int,
+        grid_shape: tuple[int, int],
+        clip: int,
+        num_slots: int,
+        size: str | None = None,
+        hidden: int | None = None,
+        heads: int | None = None,
+        encoder_spec: Sequence[tuple[int, int]] | None = None,
+        channel_spec: Sequence[tuple[int, int]] | None = None,
+        position_spec: Sequence[tuple[int, int]] | None = None,
+        value_spec: Sequence[tuple[int, int]] | None = None,
+        downsample: tuple[int, int] | None = None,
+        dropout: float = 0.0,
+        input_scaling: str = "log",
+        input_scale: float = 1024.0,
+        num_classes: int = 0,
+        value_pos_embedding: bool = False,
+        chunk_embeddings: int = 0,
+        remat: bool = False,
+        dtype: Any = jnp.float32,
+        param_dtype: Any = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        cfg = resolve_dctransformer_size(
+            size, hidden=hidden, heads=heads, encoder_spec=encoder_spec, channel_spec=channel_spec,
+            position_spec=position_spec, value_spec=value_spec, downsample=downsample,
+        )  # fmt: skip
+        b = _checks.check_block_size(block_size)
+        gh, gw = (int(g) for g in grid_shape)
+        if gh < 1 or gw < 1:
+            raise ValueError(f"grid_shape must be positive, got {grid_shape!r}.")
+        _checks.check_int_range(clip, "clip", 1, 1 << 20)
+        _checks.check_int_range(num_slots, "num_slots", 2, 1 << 20)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout={dropout} must be in [0, 1).")
+        if input_scaling not in INPUT_SCALINGS:
+            raise ValueError(f"input_scaling={input_scaling!r}; use one of {INPUT_SCALINGS}.")
+        _checks.check_int_range(num_classes, "num_classes", 0, 1 << 24)
+        _checks.check_int_range(chunk_embeddings, "chunk_embeddings", 0, 1 << 20)
+        d, k, s = cfg["hidden"], *cfg["downsample"]
+        self.block_size, self.grid_shape, self.clip = b, (gh, gw), int(clip)
+        self.hidden, self.num_attention_heads, self.stride = d, cfg["heads"], s
+        self.num_slots = int(num_slots)
+        self.dropout = float(dropout)
+        self.input_scaling, self.input_scale = input_scaling, float(input_scale)
+        self.num_classes = int(num_classes)
+        self.value_pos_embedding = bool(value_pos_embedding)
+        self.chunk_embeddings = int(chunk_embeddings)
+        self.remat = bool(remat)
+        self.dtype = layers.compute_dtype(dtype)
+        self.padding = (same_padding(gh, k, s), same_padding(gw, k, s))
+        self.encoder_grid = (-(-gh // s), -(-gw // s))
+
+        channels = 3 * b * b
+        positions = gh * gw
+        values = 2 * self.clip + 1
+        self.channel_classes, self.position_classes, self.value_classes = (
+            channels + 1, positions, values,
+        )  # fmt: skip
+        linear = layers.make_linear(
+            nnx.initializers.xavier_uniform(), dtype=self.dtype, param_dtype=param_dtype,
+            rngs=rngs,
+        )  # fmt: skip
+        embed_init = nnx.initializers.normal(stddev=0.02)
+
+        def embed(n: int) -> nnx.Embed:
+            return nnx.Embed(
+                n, d, embedding_init=embed_init, dtype=self.dtype, param_dtype=param_dtype,
+                rngs=rngs,
+            )  # fmt: skip
+
+        def norm() -> layers.LayerNorm:
+            return layers.LayerNorm(d, dtype=self.dtype, param_dtype=param_dtype)
+
+        def stack(spec: Spec, decoder: bool) -> Stack:
+            return Stack(
+                spec, d, cfg["heads"], decoder=decoder, linear=linear, dtype=self.dtype,
+                param_dtype=param_dtype,
+            )  # fmt: skip
+
+        # encoder
+        self.conv = nnx.Conv(
+            channels, d, (k, k), strides=(s, s), padding="VALID", dtype=self.dtype,
+            param_dtype=param_dtype, kernel_init=nnx.initializers.lecun_normal(),
+            bias_init=nnx.initializers.zeros_init(), rngs=rngs,
+        )  # fmt: skip
+        m = self.encoder_grid[0] * self.encoder_grid[1]
+        self.encoder_pos = nnx.Param(embed_init(rngs.params(), (m, d), param_dtype))
+        self.encoder = stack(cfg["encoder_spec"], decoder=False)
+        self.encoder_norm = norm()
+        # decoders: tables with the START / PAD (and STOP) rows of `chunking.vocab`
+        self.channel_embed = embed(channels + 3)
+        self.position_embed = embed(positions + 2)
+        self.value_embed = embed(values + 2)
+        self.slot_embed = nnx.Param(embed_init(rngs.params(), (self.num_slots, d), param_dtype))
+        self.class_embed = embed(self.num_classes) if self.num_classes else None
+        self.chunk_embed = embed(self.chunk_embeddings) if self.chunk_embeddings else None
+        self.channel_decoder = stack(cfg["channel_spec"], decoder=True)
+        self.position_decoder = stack(cfg["position_spec"], decoder=True)
+        self.value_decoder = stack(cfg["value_spec"], decoder=True)
+        self.channel_norm, self.position_norm, self.value_norm = norm(), norm(), norm()
+        self.channel_head = linear(d, self.channel_classes)
+        self.position_head = linear(d, self.position_classes)
+        self.value_head = linear(d, self.value_classes)
+
+    # ---- pieces (the sampler of part 2 calls them one at a time) --------------------------------
+    def encode(
+        self,
+        encoder_image: jax.Array,
+        labels: jax.Array | None = None,
+        dropout_key: jax.Array | None = None,
+    ) -> jax.Array:
+        """int (N, G_h, G_w, 3B^2) dense DCT image -> E_input (N, M, d), M = ceil(G_h/s) ceil(G_w/s)."""
+        n = encoder_image.shape[0]
+        x = scale_dct_image(encoder_image, self.input_scaling, self.input_scale)
+        x = jnp.pad(x, ((0, 0), *self.padding, (0, 0)))
+        h = self.conv(x.astype(self.dtype)).reshape(n, -1, self.hidden)
+        h = h + self.encoder_pos[...].astype(self.dtype)
+        if self.class_embed is not None and labels is not None:
+            h = h + self.class_embed(labels)[:, None]
+        k_in, k_stack = _split(dropout_key, 2)
+        h = layers.dropout(h, self.dropout, k_in)
+        run = layers.maybe_remat(lambda m, h, k: m(h, None, None, self.dropout, k), self.remat)
+        return self.encoder_norm(run(self.encoder, h, k_stack))
+
+    def channel_inputs(
+        self,
+        input_channel: jax.Array,
+        input_position: jax.Array,
+        input_value: jax.Array,
+        labels: jax.Array | None = None,
+        chunk_index: jax.Array | None = None,
+        slots: jax.Array | None = None,
+    ) -> jax.Array:
+        """E_channel (N, T, d) before dropout: C + P + V + P_chunk (+ class, + chunk number).
+
+        slots: (T,) slot numbers (default 0..T-1; a cached sampler passes the current slot)."""
+        slot_embed = self.slot_embed[...].astype(self.dtype)
+        e = self.channel_embed(input_channel) + self.position_embed(input_position)
+        e = e + self.value_embed(input_value)
+        e = e + (slot_embed[: e.shape[1]] if slots is None else slot_embed[slots])[None]
+        if self.class_embed is not None and labels is not None:
+            e = e + self.class_embed(labels)[:, None]
+        if self.chunk_embed is not None and chunk_index is not None:
+            idx = jnp.clip(chunk_index, 1, self.chunk_embeddings) - 1
+            e = e + self.chunk_embed(idx)[:, None]
+        return e
+
+    def gather_cells(self, memory: jax.Array, positions: jax.Array) -> jax.Array:
+        """E_input (N, M, d) at the encoder cells of luma positions (N, T) -> (N, T, d)."""
+        cells = encoder_cells(positions, self.grid_shape, self.stride)
+        return jnp.take_along_axis(memory, cells[..., None], axis=1)
+
+    def __call__(
+        self,
+        encoder_image: jax.Array,
+        input_channel: jax.Array,
+        input_position: jax.Array,
+        input_value: jax.Array,
+        input_mask: jax.Array,
+        target_channel: jax.Array,
+        target_position: jax.Array,
+        labels: jax.Array | None = None,
+        chunk_index: jax.Array | None = None,
+        *,
+        dropout_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        n, t = input_channel.shape
+        if t > self.num_slots:
+            raise ValueError(f"the slice has {t} slots; this model was built for {self.num_slots}.")
+        if self.num_classes and labels is None:
+            raise ValueError("a class-conditional DCTransformer needs labels.")
+        labels = layers.check_labels(labels, n, "dctransformer")
+        k_enc, k_emb, k_c, k_p, k_v = _split(dropout_key, 5)
+        memory = self.encode(encoder_image, labels, k_enc)
+        mask = decoder_mask(input_mask)
+        rate = self.dropout
+
+        def run(stack: Stack, h: jax.Array, key: jax.Array | None) -> jax.Array:
+            fn = layers.maybe_remat(lambda s, h, m, k: s(h, memory, m, rate, k), self.remat)
+            return fn(stack, h, mask, key)
+
+        e = self.channel_inputs(input_channel, input_position, input_value, labels, chunk_index)
+        h_channel = run(self.channel_decoder, layers.dropout(e, rate, k_emb), k_c)
+        h_position = run(self.position_decoder, h_channel + self.channel_embed(target_channel), k_p)
+        e_value = h_position + self.gather_cells(memory, target_position)
+        if self.value_pos_embedding:
+            e_value = e_value + self.position_embed(target_position)
+        h_value = run(self.value_decoder, e_value, k_v)
+        return (
+            self.channel_head(self.channel_norm(h_channel)).astype(jnp.float32),
+            self.position_head(self.position_norm(h_position)).astype(jnp.float32),
+            self.value_head(self.value_norm(h_value)).astype(jnp.float32),
+        )
+
+
+def _split(key: jax.Array | None, n: int) -> list[jax.Array | None]:
+    return [None] * n if key is None else list(jax.random.split(key, n))
+
+
+def resolve_dctransformer_size(size: str | None, **overrides: Any) -> dict[str, Any]:
+    """The named size of `DCTRANSFORMER_SIZES` with the non-None `overrides` applied, checked."""
+    if size is None:
+        base: Mapping[str, Any] = {}
+    elif size in DCTRANSFORMER_SIZES:
+        base = DCTRANSFORMER_SIZES[size]
+    else:
+        raise ValueError(
+            f"unknown dctransformer size={size!r}; choose one of {sorted(DCTRANSFORMER_SIZES)}."
+        )
+    cfg = {**base, **{k: v for k, v in overrides.items() if v is not None}}
+    missing = [k for k in ("hidden", "heads", "downsample", *SPEC_NAMES) if k not in cfg]
+    if missing:
+        raise ValueError(f"dctransformer needs {missing}: pass size= or the field(s).")
+    _checks.check_int_range(cfg["hidden"], "hidden", 1, 1 << 16)
+    _checks.check_int_range(cfg["heads"], "heads", 1, 1 << 10)
+    for name in SPEC_NAMES:
+        cfg[name] = check_layer_spec(cfg[name], name)
+    ds = cfg["downsample"]
+    if not (
+        isinstance(ds, tuple | list)
+        and len(ds) == 2
+        and all(isinstance(v, int) and v >= 1 for v in ds)
+    ):
+        raise ValueError(f"downsample must be (kernel, stride) positive ints, got {ds!r}.")
+    cfg["downsample"] = (int(ds[0]), int(ds[1]))
+    return cfg
+
+
+SPEC_NAMES = ("encoder_spec", "channel_spec", "position_spec", "value_spec")
+
+
+def registry_sizes() -> dict[str, tuple[int, int, int]]:
+    """(hidden, number of blocks over the four stacks, heads) per size, for `model_sizes`."""
+    return {
+        name: (s["hidden"], sum(len(s[k]) for k in SPEC_NAMES), s["heads"])
+        for name, s in DCTRANSFORMER_SIZES.items()
+    }
+
+
+def count_params(params: Any) -> int:
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree.leaves(params)))
