@@ -80,3 +80,100 @@ def test_torch_jit_step_sides_build_the_same_model():
     finally:
         jax_side.close()
     assert jax_side.proc.returncode == 0 and torch_side.proc.returncode == 0
+
+
+# ---- DCTransformer rows of benchmarks/train_step.py (the autoregressive family) ---------------
+
+
+def test_dct_train_step_rows_report_tokens_and_flops(tmp_path, capsys):
+    """A tiny dct_quickstart row (size T, one example per device): timed on a real batch, fields
+    present and sane."""
+    import json
+
+    import jax
+
+    from benchmarks import train_step
+
+    out = tmp_path / "dct.json"
+    batch = jax.device_count()  # the tests' 8 host devices
+    train_step.main(["--settings=dct_quickstart", "--sizes=T", f"--batch={batch}", f"--json={out}"])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["setting"], row["model"], row["family"]) == (
+        "dct_quickstart", "dctransformer-T", "autoregressive",
+    )  # fmt: skip
+    assert (row["resolution"], row["block_size"], row["grid"]) == (32, 4, "8x8")
+    assert row["slots"] == row["chunk_size"] + 32 and row["max_seq_len"] == 1537
+    assert row["gflops_per_chunk"] > 0 and row["params"] > 0
+    assert row["step_s"] > 0 and row["tokens_per_s"] > 0
+    assert 0 < row["tokens_per_chunk"] <= row["chunk_size"]
+    assert row["tokens_per_s"] <= row["tokens_per_s_bound"] * (1 + 1e-9)
+    assert row["tokens_per_s"] == pytest.approx(row["tokens_per_chunk"] * row["chunks_per_s"])
+    assert row["temp_bytes"] > 0 and row["argument_bytes"] > 0
+    if jax.default_backend() == "cpu":
+        assert row["mfu"] is None
+    header = capsys.readouterr().out
+    assert "gflops_per_chunk" in header and "tokens_per_s_bound" in header
+
+
+def test_dct_memory_check_follows_the_chunk_not_the_sequence():
+    """Two resolutions with the same DCT grid (32 px B=4, 64 px B=8): L_max grows 4x, the step's
+    temporary memory stays put (only the encoder-image input and the channel vocabulary grow)."""
+    import jax
+
+    from benchmarks import train_step
+
+    assert train_step.parse_memory_points("384,768/16", 8) == [(384, 8), (768, 16)]
+    assert train_step.default_memory_points("lsun") == [(384, 8), (768, 16), (768, 8)]
+    batch = jax.device_count()  # one example per device, as the check's per-device batch
+    rows = train_step.memory_check(
+        "lsun", [(32, 4), (64, 8)], batch, size="T", chunk=(48, 16), via_loop=False
+    )  # the loop's step compiled once per point (via_loop=True adds its logging variant)
+    a, b = rows
+    assert a["grid"] == b["grid"] == "8x8" and a["slots"] == b["slots"] == 64
+    assert b["max_seq_len"] == 4 * (a["max_seq_len"] - 1) + 1
+    assert b["max_seq_len_ratio"] == pytest.approx(4.0, rel=1e-3)
+    assert b["encoder_image_ratio"] == 4.0
+    assert a["temp_bytes"] > 0 and a["argument_bytes"] > 0 and a["per_device_batch"] == 1
+    assert b["temp_ratio"] == pytest.approx(1.0, abs=0.1)  # measured: 1.02
+    assert a["gflops_per_chunk"] > 0
+
+
+# ----------------------------------------------------------------------------- DCTransformer
+# benchmarks/torch_dctransformer_step.py: dctjax's autoregressive train step against PyTorch.
+
+
+def test_torch_dctransformer_step_sides_agree(tmp_path):
+    """Both workers build the same model from the same initial parameters and batch (real
+    training examples): equal parameter counts, the same first losses, every part runs."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from benchmarks import torch_dctransformer_step as bench
+
+    c = bench.dct_config("t")
+    batch = bench.make_batch(c)
+    assert batch["input_mask"].shape == (2, 32) and batch["loss_mask"].any()
+    path = str(tmp_path / "t.npz")
+    np.savez(path, **batch)
+    jax_side, torch_side = bench.start_workers("t", c.batch_size, path, torch_threads=1)
+    try:
+        assert torch_side.info["params"] == jax_side.info["params"]
+        assert jax_side.info["keeps_host_memory"] is True
+        assert torch_side.info["keeps_host_memory"] is False
+        assert np.isclose(torch_side.info["lr_at_10"], jax_side.info["lr_at_10"], rtol=1e-6)
+        steps = range(4)  # LR 0, 5e-4, 1e-3, 1e-3 (a 2-step warm-up), Adam, clip 1
+        jax_losses = [jax_side.part("step") for _ in steps]
+        torch_losses = [torch_side.part("step") for _ in steps]
+        np.testing.assert_allclose(jax_losses, torch_losses, rtol=2e-4)
+        assert jax_losses[-1] < jax_losses[0] - 0.05  # the updates are not trivial
+        for part in ("forward", "grad", "attention"):
+            jax_side.part(part)
+            torch_side.part(part)
+        t = _timing.interleaved_median_seconds(
+            {"jax": jax_side.step, "torch": torch_side.step}, repeats=2, warmup=0
+        )
+        assert t["jax"] > 0 and t["torch"] > 0
+    finally:
+        jax_side.close()
+        torch_side.close()
+    assert jax_side.proc.returncode == 0 and torch_side.proc.returncode == 0

@@ -62,11 +62,6 @@ class Autoregressive(base.Family):
         self, config: ml_collections.ConfigDict, representation: Any
     ) -> dict[str, Any]:
         rep = representation
-        if not hasattr(rep, "training_example"):
-            raise ValueError(
-                f"family 'autoregressive' trains on representation 'sparse_dct', got "
-                f"{config.representation!r}."
-            )
         check_chunking(rep)
         return dict(
             block_size=rep.block_size, grid_shape=rep.grid_shape, clip=rep.clip,
@@ -74,6 +69,11 @@ class Autoregressive(base.Family):
         )  # fmt: skip
 
     def build(self, config: ml_collections.ConfigDict) -> base.TrainedModel:
+        if config.representation != "sparse_dct":
+            raise ValueError(
+                f"family 'autoregressive' trains on representation 'sparse_dct', got "
+                f"{config.representation!r}."
+            )
         model = super().build(config)
         model.null_label = None  # no classifier-free guidance
         return model

@@ -1,5 +1,6 @@
-"""The one train loop end to end, for the diffusion family and (where marked) the flow family on the synthetic dataset: training, sample grids, sampling from
-a checkpoint, resume after a kill (bitwise), the NaN guard, config validation, compile_only, the
+"""The one train loop end to end on the synthetic dataset, for the diffusion family and (where
+parametrized) the flow and autoregressive families: training, sample grids, sampling from a
+checkpoint, resume after a kill (bitwise), the NaN guard, config validation, compile_only, the
 8-device sharded step against 1 device, and the missing-data message."""
 
 import os
@@ -16,13 +17,14 @@ from flax import nnx
 
 from configs import dctdiff_afhq512
 from dctjax import families
+from dctjax.autoregressive import objectives as ar_objectives
 from dctjax.data import sources
 from dctjax.diffusion.generate import generate
 from dctjax.families import diffusion as diffusion_family
 from dctjax.families import flow as flow_family
 from dctjax.train import checkpoint, loop, sharding
 from dctjax.train import state as state_lib
-from tests.helpers import tiny_config, tiny_flow_config
+from tests.helpers import ar_batch, tiny_ar_config, tiny_config, tiny_flow_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -79,7 +81,17 @@ def test_end_to_end_then_sample_from_checkpoint(tmp_path, monkeypatch):
 FAMILIES = {
     "diffusion": (tiny_config, "configs/quickstart.py", diffusion_family, "diffusion_loss"),
     "flow": (tiny_flow_config, "configs/jit_quickstart.py", flow_family, "flow_loss"),
-}
+    "autoregressive": (
+        tiny_ar_config, "configs/dctransformer_quickstart.py", ar_objectives, "chunk_loss",
+    ),
+}  # fmt: skip
+# command-line flags giving the runlocal variant the sizes of the FAMILIES' tiny configs
+TINY_FLAGS = {
+    "diffusion": ["--config.model_kwargs.embed_dim=32", "--config.model_kwargs.depth=2",
+                  "--config.model_kwargs.num_heads=2", "--config.dataset.num_examples=64"],
+    "autoregressive": ["--config.optim.warmup_steps=1"],
+}  # fmt: skip
+TINY_FLAGS["flow"] = TINY_FLAGS["diffusion"]
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
@@ -91,8 +103,7 @@ def test_resume_after_kill_is_bitwise(tmp_path, family):
     work = tmp_path / "killed"
     cmd = [
         sys.executable, "launch/train.py", f"--config={config_file}:runlocal",
-        f"--workdir={work}", "--config.dataset.num_examples=64", "--config.model_kwargs.embed_dim=32",
-        "--config.model_kwargs.depth=2", "--config.model_kwargs.num_heads=2",
+        f"--workdir={work}", *TINY_FLAGS[family],
         f"--config.total_steps={total}", "--config.checkpoint_every=5", "--config.log_every=5",
         "--config.sample_every=0", "--config.keep_checkpoints=10",
     ]  # fmt: skip
@@ -165,17 +176,24 @@ def test_compile_only_on_8_devices(tmp_path, family):
 
 @pytest.mark.parametrize(
     "family,strategy,fsdp",
-    [("diffusion", "replicate", 1), ("diffusion", "fsdp", 2), ("flow", "fsdp", 2)],
-)
+    [
+        ("diffusion", "replicate", 1), ("diffusion", "fsdp", 2), ("flow", "fsdp", 2),
+        ("autoregressive", "fsdp", 2),
+    ],
+)  # fmt: skip
 def test_sharded_step_equals_single_device(family, strategy, fsdp):
     c = FAMILIES[family][0]()
     model, training = loop.build(c)
     step = loop.make_train_step(training)
     rng = np.random.default_rng(0)
-    batch = {
-        "image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
-        "label": rng.integers(0, 4, (8,), dtype=np.int32),
-    }
+    if family == "autoregressive":
+        spec = model.family.batch_spec(c, model)
+        batch = {k: v for k, v in ar_batch(c, 8).items() if k in spec}
+    else:
+        batch = {
+            "image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+            "label": rng.integers(0, 4, (8,), dtype=np.int32),
+        }
 
     def run(mesh):
         st = state_lib.create_train_state(

@@ -1,0 +1,159 @@
+"""The autoregressive family (DCTransformer) on the one train loop: config checks before any
+compilation, durations in tokens, the cosine schedule, chunk-index metrics, the held-out bits per
+subpixel during training, colorization training, and every Table 3 config traced on 8 devices.
+(Resume, the NaN guard, compile_only and 8 devices == 1 are in tests/train/test_loop.py.)"""
+
+import importlib
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from dctjax import families
+from dctjax.codec import sparse
+from dctjax.train import loop, sharding
+from dctjax.train import state as state_lib
+from tests.helpers import tiny_ar_config
+
+TABLE3 = sorted(common.DCTRANSFORMER_TABLE3)
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("resolution", 36, r"resolution=36 is not divisible by 2\*block_size=8"),
+        ("representation_kwargs.clip", 0, r"clip=0 is out of range"),
+        ("representation_kwargs.clip", -5, r"clip=-5 is out of range"),
+        ("representation_kwargs.overlap", 64, r"overlap=64 is longer than chunk_size=48"),
+        ("representation_kwargs.max_length", 5000, r"max_length=5000 .* exceeds the longest"),
+        ("representation_kwargs.max_len", 100, r"max_len=100 .* shorter than max_length=200"),
+        ("representation", "pixels", r"trains on representation 'sparse_dct'"),
+        ("sample_every", 10, r"sampling .* is not implemented yet; set sample_every=0"),
+        ("model_kwargs.size", "XXL", r"unknown dctransformer size='XXL'"),
+        ("model_kwargs.dropout", 1.5, r"dropout=1.5 must be in \[0, 1\)"),
+        ("optim.lr_decay", "step", r"lr_decay='step'"),
+    ],
+)
+def test_config_errors_before_compilation(tmp_path, field, value, match):
+    c = tiny_ar_config()
+    c.representation_kwargs.max_length = 200
+    *parents, name = field.split(".")
+    node = c
+    for parent in parents:
+        node = node[parent]
+    node[name] = value
+    with pytest.raises(ValueError, match=match):
+        loop.train_and_evaluate(c, str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_total_tokens_and_cosine_schedule():
+    """A step trains batch * chunk_size target slots; the LR warms up to lr then decays to 0 at
+    the run's last step (cosine, spec §4.5)."""
+    c = tiny_ar_config()
+    with c.unlocked():
+        c.total_steps = None
+        c.total_tokens = 10 * 8 * 48 + 100  # floored: 10 steps of 8 chunks of 48 targets
+        c.optim.warmup_steps = 2
+    data = families.DataAccess(lambda: loop.open_source(c))
+    assert loop.Durations.from_config(c, data).total == 10
+    _, training = loop.build(c, data)
+    lr = [float(training.lr_schedule(s)) for s in range(11)]
+    peak = c.optim.lr
+    assert lr[0] == 0
+    assert math.isclose(lr[1], peak / 2, rel_tol=1e-6) and math.isclose(lr[2], peak, rel_tol=1e-6)
+    u = (6 - 2) / (10 - 2)
+    assert math.isclose(lr[6], peak * (1 + math.cos(math.pi * u)) / 2, rel_tol=1e-6)
+    assert lr[10] == 0
+
+
+def test_tokens_need_a_token_counting_family():
+    from tests.helpers import tiny_config
+
+    c = tiny_config()
+    with c.unlocked():
+        c.total_steps = None
+        c.total_tokens = 1000
+    with pytest.raises(ValueError, match="total_tokens is only for families that count tokens"):
+        loop.Durations.from_config(c, families.DataAccess(lambda: None))
+
+
+def test_chunk_index_metrics_are_ratios_of_interval_sums():
+    """bpd_chunk_i is the mean over the interval's examples with chunk index i (K+ pools i >= K),
+    not a mean of per-step means."""
+    c = tiny_ar_config()
+    c.autoregressive.log_chunks = 2
+    _, training = loop.build(c)
+    # two steps: step 1 has 3 examples of chunk 1 (bits 1, 1, 1) and 1 of chunk 3 (bits 5);
+    # step 2 has 1 of chunk 1 (bits 3); the loop averages the summed metrics over the 2 steps
+    steps = [
+        {"_sum_bpd_chunk_1": 3.0, "_count_chunk_1": 3.0, "_sum_bpd_chunk_2": 5.0, "_count_chunk_2": 1.0},
+        {"_sum_bpd_chunk_1": 3.0, "_count_chunk_1": 1.0, "_sum_bpd_chunk_2": 0.0, "_count_chunk_2": 0.0},
+    ]  # fmt: skip
+    averaged = {k: (steps[0][k] + steps[1][k]) / 2 for k in steps[0]}
+    averaged["loss"] = 1.0
+    out = training.finalize_metrics(averaged)
+    assert out == {"loss": 1.0, "bpd_chunk_1": 6.0 / 4, "bpd_chunk_2+": 5.0}
+
+
+def test_training_logs_bits_and_held_out_bpd(tmp_path):
+    """A short run logs the loss and bits during training and the held-out bits per subpixel."""
+    c = tiny_ar_config(total_steps=4, log_every=2)
+    c.eval.update(every=4, split="test", num_images=3, batch_size=8)
+    st = loop.train_and_evaluate(c, str(tmp_path))
+    assert int(st.step) == 4
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(str(tmp_path))
+    acc.Reload()
+    tags = set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+    for tag in ("loss", "bpe_channel", "bpe_position", "bpe_value", "bpd_chunk", "tokens_per_s",
+                "eval/bpd", "eval/bpd_channel", "eval/bpd_position", "eval/bpd_value",
+                "eval/bpd_chunk_1"):  # fmt: skip
+        assert tag in tags, (tag, sorted(tags))
+    saved = json.loads((tmp_path / "checkpoints" / "4" / "config" / "metadata").read_text())
+    assert saved["family"] == "autoregressive"
+
+
+def test_colorization_trains_on_chroma_chunks(tmp_path):
+    """The OpenImages column (colorization: luma-first order, chroma targets only) runs end to end
+    in its runlocal size, and every drawn chunk targets chroma elements (or STOP) only."""
+    from tests.helpers import ar_batch
+
+    c = importlib.import_module("configs.dctransformer_openimages").get_config("runlocal")
+    c.total_steps = 2
+    c.optim.warmup_steps = 1
+    b = ar_batch(c, 8)
+    bsz = c.representation_kwargs.block_size
+    targets = b["target_channel"][b["loss_mask"]]
+    assert targets.size and np.all(targets >= bsz * bsz)  # Cb, Cr or STOP (3B^2)
+    st = loop.train_and_evaluate(c, str(tmp_path))
+    assert int(st.step) == 2
+
+
+@pytest.mark.parametrize("column", TABLE3)
+def test_table3_configs_trace_on_8_devices(column):
+    """Every Table 3 config builds and its train step traces and lowers with the 8-device mesh at
+    8 chunks a step (one per device); `benchmarks/train_step.py` compiles them for memory."""
+    name = {"lsun": "lsun"}.get(column, column)
+    c = importlib.import_module(f"configs.dctransformer_{name}").get_config()
+    c.batch_size = 8
+    model, training = loop.build(c)
+    rep = model.representation
+    assert model.graphdef is not None and rep.chunk_size == 896 and rep.overlap == 128
+    mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp)
+    with jax.set_mesh(mesh):
+        abstract = state_lib.abstract_train_state(
+            model.init_fn, training.tx, 0, mesh, c.mesh.param_strategy, num_emas=1
+        )
+        bs = sharding.batch_sharding(mesh)
+        spec = model.family.batch_spec(c, model)
+        batch = {k: jax.ShapeDtypeStruct((8, *s), d, sharding=bs) for k, (s, d) in spec.items()}
+        lowered = jax.jit(loop.make_train_step(training)).lower(abstract, batch)
+    assert lowered.as_text()  # traced end to end
+    g = rep.grid_shape
+    assert spec["encoder_image"][0] == (*g, 3 * rep.block_size**2)
+    assert sparse.max_sequence_length(g, rep.block_size) > 896  # chunking matters at this size
