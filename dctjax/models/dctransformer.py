@@ -109,10 +109,16 @@ for _size in DCTRANSFORMER_SIZES.values():
 
 def check_layer_spec(spec: Any, name: str) -> Spec:
     """A PAR layer spec: a non-empty sequence of (n_self_attention >= 1, n_fc >= 0) pairs."""
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
     try:
-        out = tuple((int(a), int(f)) for a, f in spec)
-    except (TypeError, ValueError):
-        out = ()
+        pairs = [tuple(block) for block in spec]
+        ok = bool(pairs) and all(len(p) == 2 and all(is_int(v) for v in p) for p in pairs)
+    except TypeError:
+        ok = False
+    out = tuple((int(a), int(f)) for a, f in pairs) if ok else ()
     if not out or any(a < 1 or f < 0 for a, f in out):
         raise ValueError(
             f"{name} must be a non-empty list of (n_self_attention >= 1, n_fc >= 0) pairs, e.g. "

@@ -71,8 +71,8 @@ def reference_slot_nll(logits, seq, i: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def examples():
-    """(seq, chunk index) pairs: a first chunk (left PAD), middle and last chunks (STOP, then
-    PAD), and a short sequence whose only chunk has PAD on both sides."""
+    """(seq, chunk index) pairs: a first chunk (left PAD), a middle chunk, the last chunk (STOP,
+    then PAD), and a short sequence whose only chunk has PAD on both sides."""
     long_seq, short_seq = sequence(image(0, 6.0)), sequence(patch_image())
     n = chunking.num_chunks(int(long_seq.length), N_C)
     assert n >= 3 and int(long_seq.length) % N_C != 0

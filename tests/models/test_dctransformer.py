@@ -322,7 +322,7 @@ def test_tiny_model_overfits_a_few_images_and_greedy_decoding_reproduces_them():
     model, training = loop.build(config)
     rep = model.representation
     assert (rep.resolution, rep.block_size, rep.chunk_size, rep.overlap) == (32, 4, 48, 16)
-    assert model.graphdef is not None and dct.DCTRANSFORMER_SIZES["T"]["hidden"] == 64
+    assert config.model_kwargs.size == "T" and dct.DCTRANSFORMER_SIZES["T"]["hidden"] == 64
     source = synthetic.SyntheticShapes(32, split="train")
     items = [source[idx] for idx in (0, 1)]
     assert model.num_classes == 4 and items[0]["label"] != items[1]["label"]
