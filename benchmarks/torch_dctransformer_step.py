@@ -44,6 +44,16 @@ import tempfile
 
 from dctjax.host_memory import keep_freed_host_memory
 
+
+def _pin_cpus(argv: list[str]) -> None:
+    """A worker's `--cpus=0,1`: restrict this process to those cores before JAX / torch start
+    their thread pools (both size them from the affinity mask)."""
+    for a in argv:
+        if a.startswith("--cpus=") and a != "--cpus=" and "--serve" in " ".join(argv):
+            os.sched_setaffinity(0, {int(c) for c in a.split("=", 1)[1].split(",")})
+
+
+_pin_cpus(sys.argv)
 KEEPS_HOST_MEMORY = keep_freed_host_memory() if "--serve=jax" in sys.argv else False
 
 import jax  # noqa: E402
@@ -167,12 +177,16 @@ def jax_parts(
     n, t, h = int(config.batch_size), arch["num_slots"], arch["heads"]
     rng = np.random.default_rng(0)
     q, k, v, ct = (jnp.asarray(rng.standard_normal((n, t, h, 64)), jnp.float32) for _ in range(4))
-    mask = dctransformer.decoder_mask(jnp.asarray(batch["input_mask"]))
+    key_valid = jnp.asarray(batch["input_mask"])
+
+    def self_attention(q, k, v):  # the model's decoder self-attention (causal, PAD keys masked)
+        if hasattr(dctransformer, "decoder_mask"):  # the first version: a dense mask argument
+            return dctransformer.attention(q, k, v, dctransformer.decoder_mask(key_valid))
+        return dctransformer.attention(q, k, v, key_valid, True)
 
     @jax.jit
     def attn_grad(q, k, v):
-        out, vjp = jax.vjp(lambda q, k, v: dctransformer.attention(q, k, v, mask), q, k, v)
-        return vjp(ct)
+        return jax.vjp(self_attention, q, k, v)[1](ct)
 
     parts = {  # the state is donated by each step: read the current parameters at call time
         "step": run_step,
@@ -315,7 +329,7 @@ def serve(args: argparse.Namespace) -> None:
     else:
         import torch
 
-        torch.set_num_threads(int(args.torch_threads) or os.cpu_count() or 1)
+        torch.set_num_threads(int(args.torch_threads) or len(os.sched_getaffinity(0)))
         facts = json.loads(args.facts)
         parts = torch_parts(torch, facts, batch, args.params_file)
         facts.update(
@@ -326,14 +340,14 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def start_workers(
-    name: str, batch: int, batch_file: str, torch_threads: int = 0
+    name: str, batch: int, batch_file: str, torch_threads: int = 0, cpus: str = ""
 ) -> tuple[PartsWorker, PartsWorker]:
     """The two sides of setting `name`, reading the batch from `batch_file` (an .npz); the torch
     side starts from the dctjax side's initial parameters (written next to it)."""
     params_file = os.path.splitext(batch_file)[0] + "_params.npz"
     common = (
         f"--settings={name}", f"--batch={batch}", f"--batch_file={batch_file}",
-        f"--params_file={params_file}", f"--torch_threads={torch_threads}",
+        f"--params_file={params_file}", f"--torch_threads={torch_threads}", f"--cpus={cpus}",
     )  # fmt: skip
     jax_side = PartsWorker("--serve=jax", *common, script=__file__)
     try:
@@ -354,7 +368,8 @@ def main() -> None:
     p.add_argument("--batch", default=None, help="default: the setting's (16, 8, 2)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--parts", type=int, default=0, help="1: also forward / grad / attention")
-    p.add_argument("--torch_threads", type=int, default=0, help="default: all CPU cores")
+    p.add_argument("--torch_threads", type=int, default=0, help="default: all allowed cores")
+    p.add_argument("--cpus", default="", help="e.g. 1: pin both workers to these cores")
     p.add_argument("--serve", choices=["jax", "torch"], help=argparse.SUPPRESS)
     p.add_argument("--facts", help=argparse.SUPPRESS)
     p.add_argument("--batch_file", help=argparse.SUPPRESS)
@@ -374,7 +389,9 @@ def main() -> None:
             batch = make_batch(c)
             path = os.path.join(tmp, f"{name}.npz")
             np.savez(path, **batch)
-            jax_side, torch_side = start_workers(name, c.batch_size, path, args.torch_threads)
+            jax_side, torch_side = start_workers(
+                name, c.batch_size, path, args.torch_threads, args.cpus
+            )
             try:
                 facts = jax_side.info
                 if torch_side.info["params"] != facts["params"]:
@@ -400,20 +417,25 @@ def main() -> None:
                              batch=c.batch_size, slots=facts["arch"]["num_slots"],
                              targets=int(batch["loss_mask"].sum()), loss_0=first["jax"],
                              torch_loss_0=first["torch"], dctjax_s=t["jax"],
-                             torch_s=t["torch"], torch_over_jax=t["torch"] / t["jax"])
+                             torch_s=t["torch"], torch_over_jax=t["torch"] / t["jax"],
+                             load_1min=os.getloadavg()[0])
                     )  # fmt: skip
                     print(rows[-1], flush=True)
             finally:
                 jax_side.close()
                 torch_side.close()
             versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
-    print(f"\n{os.cpu_count()} CPU cores, jax {versions.get('jax')}, torch {versions.get('torch')}")
+    cores = args.cpus or f"all {os.cpu_count()}"
+    print(f"\nCPU cores: {cores}, jax {versions.get('jax')}, torch {versions.get('torch')}")
     print_table(
         rows,
         ["setting", "part", "params_m", "batch", "slots", "targets", "loss_0", "torch_loss_0",
-         "dctjax_s", "torch_s", "torch_over_jax"],
+         "dctjax_s", "torch_s", "torch_over_jax", "load_1min"],
     )  # fmt: skip
-    write_json(args.json, {"rows": rows, **versions})
+    write_json(
+        args.json,
+        {"rows": rows, "cpus": args.cpus or "all", "torch_threads": args.torch_threads, **versions},
+    )
 
 
 if __name__ == "__main__":

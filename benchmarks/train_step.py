@@ -465,6 +465,8 @@ def memory_check(
     for r in rows:
         for k in ("max_seq_len", "temp_bytes", "argument_bytes", "encoder_image_bytes"):
             r[f"{k.removesuffix('_bytes')}_ratio"] = r[k] / first[k] if first[k] else None
+        for k in ("temp_bytes", "encoder_image_bytes"):  # growth next to the input's growth
+            r[k.replace("_bytes", "_delta_bytes")] = r[k] - first[k]
     return rows
 
 
@@ -489,7 +491,8 @@ DCT_COLUMNS_PRINTED = [
 MEMORY_COLUMNS_PRINTED = [
     "column", "resolution", "block_size", "grid", "max_seq_len", "encoder_tokens",
     "per_device_batch", "params_m", "encoder_image_mib", "argument_mib", "temp_mib", "log_step_temp_mib",
-    "max_seq_len_ratio", "temp_ratio", "argument_ratio", "encoder_image_ratio",
+    "max_seq_len_ratio", "temp_ratio", "argument_ratio", "temp_delta_mib",
+    "encoder_image_delta_mib",
 ]  # fmt: skip
 
 

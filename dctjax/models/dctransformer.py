@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -149,24 +150,73 @@ def scale_dct_image(dct_image: jax.Array, scaling: str, scale: float) -> jax.Arr
     return v / scale
 
 
-def decoder_mask(input_mask: jax.Array) -> jax.Array:
-    """(N, T) input validity -> (N, 1, T, T) self-attention mask: causal, PAD keys masked, and a
-    query always sees itself (a left-padded row then has one key instead of none)."""
-    t = input_mask.shape[-1]
-    causal = jnp.tril(jnp.ones((t, t), bool))
-    eye = jnp.eye(t, dtype=bool)
-    return (causal[None] & (input_mask[:, None, :] | eye[None]))[:, None]
+def attention_mask(
+    key_valid: jax.Array | None, num_queries: int, num_keys: int, causal: bool
+) -> jax.Array | None:
+    """(N, 1, T, S) bool mask (True = attend) or None: causal (query i sees keys j <= i) and/or
+    keys masked where `key_valid` (N, S) is False; with both, a query always sees itself (a
+    left-padded row then has one key instead of none)."""
+    mask = None
+    if causal:
+        mask = jnp.tril(jnp.ones((num_queries, num_keys), bool))[None, None]
+    if key_valid is not None:
+        valid = key_valid[:, None, None, :]
+        if causal:
+            valid = valid | jnp.eye(num_queries, num_keys, dtype=bool)[None, None]
+        mask = valid if mask is None else mask & valid
+    return mask
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """softmax(q k^T / sqrt(d) + mask) v: q (N, T, h, d), k/v (N, S, h, d), mask broadcastable to
-    (N, h, T, S) (True = attend) -> (N, T, h, d). Logits and softmax in float32."""
+def _masked_logits(q: jax.Array, k: jax.Array, mask: jax.Array | None) -> jax.Array:
     logits = jnp.einsum("nthd,nshd->nhts", q, k, preferred_element_type=jnp.float32)
     logits = logits * (1.0 / math.sqrt(q.shape[-1]))
-    if mask is not None:
-        logits = jnp.where(mask, logits, -jnp.inf)
-    weights = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("nhts,nshd->nthd", weights, v)
+    return logits if mask is None else jnp.where(mask, logits, -jnp.inf)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, key_valid: jax.Array | None, causal: bool = False
+) -> jax.Array:
+    """softmax(q k^T / sqrt(d), masked) v: q (N, T, h, d), k/v (N, S, h, d) -> (N, T, h, d).
+
+    Masked by `attention_mask(key_valid, T, S, causal)`. Logits and softmax in float32. The
+    backward pass recomputes the attention weights from q, k and the saved log-sum-exp (as flash
+    attention does), so a layer keeps no (T, S) array for the backward pass: autodiff of the
+    softmax would keep several per layer, which dominated the train step's memory (XLA CPU: ~50
+    (T, T) buffers live at once for 7 causal layers).
+    """
+    return _attention_fwd(q, k, v, key_valid, causal)[0]
+
+
+def _attention_fwd(q, k, v, key_valid, causal):
+    mask = attention_mask(key_valid, q.shape[1], k.shape[1], causal)
+    logits = _masked_logits(q, k, mask)
+    peak = jnp.max(logits, axis=-1, keepdims=True)
+    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+    p = jnp.exp(logits - peak)
+    total = jnp.sum(p, axis=-1, keepdims=True)  # (N, h, T, 1)
+    out = jnp.einsum("nhts,nshd->nthd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = (out / jnp.swapaxes(total, 1, 2)).astype(q.dtype)
+    lse = peak + jnp.log(total)
+    return out, (q, k, v, key_valid, out, lse)
+
+
+def _attention_bwd(causal, res, g):
+    q, k, v, key_valid, out, lse = res
+    mask = attention_mask(key_valid, q.shape[1], k.shape[1], causal)
+    p = jnp.exp(_masked_logits(q, k, mask) - lse)  # (N, h, T, S) float32
+    gf = g.astype(jnp.float32)
+    dv = jnp.einsum("nhts,nthd->nshd", p.astype(g.dtype), g, preferred_element_type=jnp.float32)
+    dp = jnp.einsum("nthd,nshd->nhts", g, v, preferred_element_type=jnp.float32)
+    delta = jnp.sum(gf * out.astype(jnp.float32), axis=-1)  # (N, T, h)
+    ds = p * (dp - jnp.transpose(delta, (0, 2, 1))[..., None]) * (1.0 / math.sqrt(q.shape[-1]))
+    ds = ds.astype(q.dtype)
+    dq = jnp.einsum("nhts,nshd->nthd", ds, k, preferred_element_type=jnp.float32)
+    dk = jnp.einsum("nhts,nthd->nshd", ds, q, preferred_element_type=jnp.float32)
+    return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
+
+
+attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 class MultiHeadAttention(nnx.Module):
@@ -183,7 +233,9 @@ class MultiHeadAttention(nnx.Module):
             self.qkv = linear(dim, 3 * inner)
         self.out = linear(inner, dim)
 
-    def __call__(self, x: jax.Array, kv: jax.Array | None, mask: jax.Array | None) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, kv: jax.Array | None, key_valid: jax.Array | None, causal: bool
+    ) -> jax.Array:
         n, t, _ = x.shape
         if kv is None:
             q, k, v = jnp.split(self.qkv(x), 3, axis=-1)
@@ -191,7 +243,8 @@ class MultiHeadAttention(nnx.Module):
             q = self.q(x)
             k, v = jnp.split(self.kv(kv), 2, axis=-1)
         q, k, v = (a.reshape(n, a.shape[1], self.heads, HEAD_DIM) for a in (q, k, v))
-        return self.out(attention(q, k, v, mask).reshape(n, t, self.heads * HEAD_DIM))
+        out = attention(q, k, v, key_valid, causal)
+        return self.out(out.reshape(n, t, self.heads * HEAD_DIM))
 
 
 class Sublayer(nnx.Module):
@@ -215,17 +268,19 @@ class Sublayer(nnx.Module):
         self,
         h: jax.Array,
         memory: jax.Array | None,
-        mask: jax.Array | None,
+        key_valid: jax.Array | None,
         rate: float,
         key: jax.Array | None,
     ) -> jax.Array:
+        """h (N, T, d); memory: E_input (N, M, d) in a decoder, None in the encoder; key_valid:
+        (N, T) self-attention keys that are not PAD (None: all)."""
         x = self.norm(h)
         if self.kind == "fc":
             y = self.f(x)
-        elif self.kind == "self":
-            y = self.f(x, None, mask)
+        elif self.kind == "self":  # causal in the decoders (memory given), not in the encoder
+            y = self.f(x, None, key_valid, memory is not None)
         else:
-            y = self.f(x, memory, None)
+            y = self.f(x, memory, None, False)
         y = layers.dropout(y, rate, key)
         return h + self.alpha[...].astype(y.dtype) * y
 
@@ -251,7 +306,7 @@ class Stack(nnx.Module):
         self,
         h: jax.Array,
         memory: jax.Array | None,
-        mask: jax.Array | None,
+        key_valid: jax.Array | None,
         rate: float,
         key: jax.Array | None,
     ) -> jax.Array:
@@ -261,7 +316,7 @@ class Stack(nnx.Module):
             else jax.random.split(key, len(self.sublayers))
         )
         for sub, k in zip(self.sublayers, keys, strict=True):
-            h = sub(h, memory, mask, rate, k)
+            h = sub(h, memory, key_valid, rate, k)
         return h
 
 
@@ -466,12 +521,11 @@ class DCTransformer(nnx.Module):
         labels = layers.check_labels(labels, n, "dctransformer")
         k_enc, k_emb, k_c, k_p, k_v = _split(dropout_key, 5)
         memory = self.encode(encoder_image, labels, k_enc)
-        mask = decoder_mask(input_mask)
         rate = self.dropout
 
         def run(stack: Stack, h: jax.Array, key: jax.Array | None) -> jax.Array:
             fn = layers.maybe_remat(lambda s, h, m, k: s(h, memory, m, rate, k), self.remat)
-            return fn(stack, h, mask, key)
+            return fn(stack, h, input_mask, key)
 
         e = self.channel_inputs(input_channel, input_position, input_value, labels, chunk_index)
         h_channel = run(self.channel_decoder, layers.dropout(e, rate, k_emb), k_c)

@@ -2,12 +2,12 @@
 
 `benchmarks/torch_dctransformer.py` is written from the spec (ReZero pre-LN sublayers, PAR stacks,
 SAME-padded strided conv, 64 features per head, teacher-forced E_position / E_value, ...). The NNX
-weights are perturbed (every ReZero alpha set to a non-zero value, biases, norms and embeddings
-moved off their init) and copied into it; both then run the same decoder slices: real ones from
-`chunking.make_chunk` on synthetic images (a left-padded first chunk, a middle chunk with a
-non-empty encoder image, a right-padded last chunk) and random ones on an odd luma grid. The torch
-side runs in float64 as the oracle; the logits and the gradients of the summed-three-CE loss are
-compared.
+parameters are random and off their init (every ReZero alpha +-U(0.4, 1), so no sublayer is the
+identity; non-zero biases, non-unit norms) and copied into it; both then run the same decoder
+slices: real ones from `chunking.make_chunk` on synthetic images (a left-padded first chunk, a
+middle chunk with a non-empty encoder image, a right-padded last chunk) and random ones on odd
+luma grids. The torch side runs in float64 as the oracle; the logits and the gradients of the
+summed-three-CE loss are compared.
 """
 
 import jax
@@ -247,11 +247,12 @@ def test_tf_same_padding_by_hand():
 
 def test_logits_and_loss_gradients_match_torch():
     """Class-conditional, value_pos_embedding, chunk embeddings, a stride-2 conv, dropout 0.1 (off
-    without a key / in eval): the logits, the loss (summed three CE / target slots) and its
+    without a key / in eval), remat: the logits, the loss (summed three CE / target slots) and its
     gradient w.r.t. every parameter against torch autograd."""
     kw = dict(
-        num_classes=3, value_pos_embedding=True, chunk_embeddings=3, downsample=(3, 2), dropout=0.1
-    )
+        num_classes=3, value_pos_embedding=True, chunk_embeddings=3, downsample=(3, 2), dropout=0.1,
+        remat=True,
+    )  # fmt: skip
     model = _model(**kw)
     tm = _torch_model(model, kw)
     args = _args(model, REAL)
