@@ -477,3 +477,45 @@ def test_dropout_only_with_a_key():
     zero = make_forward(tiny_model(7, dropout=0.0, **one_block))(batch, jax.random.key(1))
     for a, b in zip(plain, zero, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("with_key_mask", [True, False])
+def test_attention_and_its_backward_equal_a_plain_softmax(causal, with_key_mask):
+    """The custom-VJP attention (weights recomputed from the saved log-sum-exp) against a NumPy
+    float64 softmax attention and its closed-form gradients, with left-padded keys masked."""
+    from dctjax.models.dctransformer import attention
+
+    rng = np.random.default_rng(3)
+    n, t, h, d = 2, 7, 2, 64
+    q, k, v, g = (rng.normal(size=(n, t, h, d)) for _ in range(4))
+    valid = rng.random((n, t)) > 0.3
+    valid[0, :3] = False  # a left-padded row
+    key_valid = valid if with_key_mask else None
+
+    mask = np.ones((n, 1, t, t), bool)
+    if causal:
+        mask &= np.tril(np.ones((t, t), bool))
+    if key_valid is not None:
+        kv = key_valid[:, None, None, :]
+        mask &= (kv | np.eye(t, dtype=bool)) if causal else kv
+    s = np.einsum("nthd,nshd->nhts", q, k) / np.sqrt(d)
+    s = np.where(mask, s, -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    out = np.einsum("nhts,nshd->nthd", p, v)
+    dv = np.einsum("nhts,nthd->nshd", p, g)
+    dp = np.einsum("nthd,nshd->nhts", g, v)
+    ds = p * (dp - (dp * p).sum(-1, keepdims=True)) / np.sqrt(d)
+    dq = np.einsum("nhts,nshd->nthd", ds, k)
+    dk = np.einsum("nhts,nthd->nshd", ds, q)
+
+    f32 = [jnp.asarray(x, jnp.float32) for x in (q, k, v, g)]
+    kv_arg = None if key_valid is None else jnp.asarray(key_valid)
+    got = attention(*f32[:3], kv_arg, causal)
+    grads = jax.grad(lambda *a: jnp.sum(attention(*a, kv_arg, causal) * f32[3]), (0, 1, 2))(
+        *f32[:3]
+    )
+    np.testing.assert_allclose(got, out, atol=2e-6)
+    for got_g, want in zip(grads, (dq, dk, dv), strict=True):
+        np.testing.assert_allclose(got_g, want, atol=5e-6)
