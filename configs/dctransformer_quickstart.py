@@ -30,10 +30,10 @@ def get_config(arg=None):
     c.model_kwargs.update(size="S", dropout=0.0, downsample=(2, 1))
     c.batch_size = 16
     c.total_tokens = None
-    c.total_steps = 2000
+    c.total_steps = 600
     c.optim.update(lr=1e-3, warmup_steps=100)
     c.input.worker_count = 2
     c.log_every = 50
-    c.checkpoint_every = 1000
-    c.eval.update(every=500, split="test", num_images=32, batch_size=32)
+    c.checkpoint_every = 300
+    c.eval.update(every=300, split="test", num_images=32, batch_size=32)
     return common.apply_dctransformer_variant(c, arg)

@@ -167,9 +167,34 @@ def attention_mask(
     return mask
 
 
-def _masked_logits(q: jax.Array, k: jax.Array, mask: jax.Array | None) -> jax.Array:
-    logits = jnp.einsum("nthd,nshd->nhts", q, k, preferred_element_type=jnp.float32)
-    logits = logits * (1.0 / math.sqrt(q.shape[-1]))
+CAUSAL_BLOCK = 128  # query block of the causal attention: key blocks above the diagonal are skipped
+
+
+def _query_blocks(t: int, s: int, causal: bool) -> list[tuple[int, int, int]]:
+    """(query lo, query hi, keys used) per block: causal rows lo..hi-1 see keys 0..hi-1 only."""
+    if not causal or t <= CAUSAL_BLOCK or t != s:
+        return [(0, t, s)]
+    return [
+        (lo, min(lo + CAUSAL_BLOCK, t), min(lo + CAUSAL_BLOCK, t))
+        for lo in range(0, t, CAUSAL_BLOCK)
+    ]
+
+
+def _block_logits(q, k, key_valid, lo, hi, e, causal):
+    """Masked float32 logits (N, h, hi-lo, e) of query rows lo..hi-1 against keys 0..e-1, from
+    q/k in (N, h, T, d) layout."""
+    logits = jnp.einsum(
+        "nhtd,nhsd->nhts", q[:, :, lo:hi], k[:, :, :e], preferred_element_type=jnp.float32
+    ) * (1.0 / math.sqrt(q.shape[-1]))
+    mask = None
+    if causal:
+        rows = jnp.arange(lo, hi)[:, None]
+        cols = jnp.arange(e)[None, :]
+        mask = (cols <= rows)[None, None]
+        if key_valid is not None:
+            mask = mask & (key_valid[:, None, None, :e] | (cols == rows)[None, None])
+    elif key_valid is not None:
+        mask = key_valid[:, None, None, :e]
     return logits if mask is None else jnp.where(mask, logits, -jnp.inf)
 
 
@@ -183,36 +208,62 @@ def attention(
     backward pass recomputes the attention weights from q, k and the saved log-sum-exp (as flash
     attention does), so a layer keeps no (T, S) array for the backward pass: autodiff of the
     softmax would keep several per layer, which dominated the train step's memory (XLA CPU: ~50
-    (T, T) buffers live at once for 7 causal layers).
+    (T, T) buffers live at once for 7 causal layers). Causal attention runs in query blocks of
+    `CAUSAL_BLOCK` rows that skip the key blocks above the diagonal (~45% fewer FLOPs at T = 1024).
     """
     return _attention_fwd(q, k, v, key_valid, causal)[0]
 
 
+def _heads_first(*xs: jax.Array) -> tuple[jax.Array, ...]:
+    return tuple(jnp.swapaxes(x, 1, 2) for x in xs)
+
+
 def _attention_fwd(q, k, v, key_valid, causal):
-    mask = attention_mask(key_valid, q.shape[1], k.shape[1], causal)
-    logits = _masked_logits(q, k, mask)
-    peak = jnp.max(logits, axis=-1, keepdims=True)
-    peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
-    p = jnp.exp(logits - peak)
-    total = jnp.sum(p, axis=-1, keepdims=True)  # (N, h, T, 1)
-    out = jnp.einsum("nhts,nshd->nthd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    out = (out / jnp.swapaxes(total, 1, 2)).astype(q.dtype)
-    lse = peak + jnp.log(total)
-    return out, (q, k, v, key_valid, out, lse)
+    qh, kh, vh = _heads_first(q, k, v)
+    outs, lses = [], []
+    for lo, hi, e in _query_blocks(q.shape[1], k.shape[1], causal):
+        logits = _block_logits(qh, kh, key_valid, lo, hi, e, causal)
+        peak = jnp.max(logits, axis=-1, keepdims=True)
+        peak = jnp.where(jnp.isfinite(peak), peak, 0.0)
+        p = jnp.exp(logits - peak)
+        total = jnp.sum(p, axis=-1, keepdims=True)  # (N, h, rows, 1)
+        o = jnp.einsum(
+            "nhts,nhsd->nhtd", p.astype(v.dtype), vh[:, :, :e], preferred_element_type=jnp.float32
+        )
+        outs.append(o / total)
+        lses.append(peak + jnp.log(total))
+    out = jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2).astype(q.dtype)
+    return out, (q, k, v, key_valid, out, jnp.concatenate(lses, axis=2))
 
 
 def _attention_bwd(causal, res, g):
     q, k, v, key_valid, out, lse = res
-    mask = attention_mask(key_valid, q.shape[1], k.shape[1], causal)
-    p = jnp.exp(_masked_logits(q, k, mask) - lse)  # (N, h, T, S) float32
-    gf = g.astype(jnp.float32)
-    dv = jnp.einsum("nhts,nthd->nshd", p.astype(g.dtype), g, preferred_element_type=jnp.float32)
-    dp = jnp.einsum("nthd,nshd->nhts", g, v, preferred_element_type=jnp.float32)
-    delta = jnp.sum(gf * out.astype(jnp.float32), axis=-1)  # (N, T, h)
-    ds = p * (dp - jnp.transpose(delta, (0, 2, 1))[..., None]) * (1.0 / math.sqrt(q.shape[-1]))
-    ds = ds.astype(q.dtype)
-    dq = jnp.einsum("nhts,nshd->nthd", ds, k, preferred_element_type=jnp.float32)
-    dk = jnp.einsum("nhts,nthd->nshd", ds, q, preferred_element_type=jnp.float32)
+    qh, kh, vh, gh, oh = _heads_first(q, k, v, g, out)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    delta = jnp.sum(gh.astype(jnp.float32) * oh.astype(jnp.float32), axis=-1, keepdims=True)
+    dqs = []
+    dk = jnp.zeros(kh.shape, jnp.float32)
+    dv = jnp.zeros(vh.shape, jnp.float32)
+    for lo, hi, e in _query_blocks(q.shape[1], k.shape[1], causal):
+        p = jnp.exp(_block_logits(qh, kh, key_valid, lo, hi, e, causal) - lse[:, :, lo:hi])
+        g_b = gh[:, :, lo:hi]
+        dv_b = jnp.einsum(
+            "nhts,nhtd->nhsd", p.astype(g.dtype), g_b, preferred_element_type=jnp.float32
+        )
+        dp = jnp.einsum("nhtd,nhsd->nhts", g_b, vh[:, :, :e], preferred_element_type=jnp.float32)
+        ds = (p * (dp - delta[:, :, lo:hi]) * scale).astype(q.dtype)
+        dqs.append(
+            jnp.einsum("nhts,nhsd->nhtd", ds, kh[:, :, :e], preferred_element_type=jnp.float32)
+        )
+        dk_b = jnp.einsum(
+            "nhts,nhtd->nhsd", ds, qh[:, :, lo:hi], preferred_element_type=jnp.float32
+        )
+        if e == kh.shape[2]:
+            dk, dv = dk + dk_b, dv + dv_b
+        else:
+            dk, dv = dk.at[:, :, :e].add(dk_b), dv.at[:, :, :e].add(dv_b)
+    dq = jnp.concatenate(dqs, axis=2)
+    dq, dk, dv = (jnp.swapaxes(x, 1, 2) for x in (dq, dk, dv))
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
