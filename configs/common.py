@@ -332,8 +332,12 @@ def dctransformer_config(
     c.log_every = 100
     c.checkpoint_every = 5000
     c.keep_checkpoints = 3
-    c.sample_every = 0  # sampling is the next part
-    c.sample = dict(num=16)
+    c.sample_every = 10_000  # a grid of sample.num samples (chunked, KV-cached sampling)
+    # spec §5: temperature 1, no top-k / nucleus truncation, validity masks on, at most
+    # ceil(L_max / N_c) + 2 chunks (None); task 'upsample' / 'colorize' with context images
+    c.sample = dict(
+        num=16, temperature=1.0, top_k=0, top_p=1.0, masks=True, max_chunks=None, task=None
+    )
     c.eval = dict(every=10_000, start=0, split="validation", num_images=256, batch_size=64)
     c.init_from = None
     return c
@@ -358,6 +362,8 @@ def apply_dctransformer_variant(
         c.checkpoint_every = 10
         c.input.worker_count = 0
         c.eval.update(every=0)
+        c.sample_every = 20
+        c.sample.update(num=4, max_chunks=3)
         c.dataset.update(name="synthetic", num_examples=64, data_dir=None)
         if c.dataset.num_classes:
             c.dataset.num_classes = 4

@@ -37,4 +37,6 @@ def get_config(arg=None):
     c.log_every = 50
     c.checkpoint_every = 300
     c.eval.update(every=300, split="test", num_images=32, batch_size=32)
+    c.sample_every = 300
+    c.sample.update(num=16)
     return common.apply_dctransformer_variant(c, arg)

@@ -122,20 +122,46 @@ class WorkdirSampler:
         if labels.min() < 0 or labels.max() >= self.num_classes:
             raise ValueError(f"labels must be in [0, {self.num_classes}).")
 
-    def _batch_fn(self, options: tuple) -> Callable:
-        if options not in self._compiled:
+    def _batch_fn(self, options: tuple, with_context: bool) -> Callable:
+        cache_key = (options, with_context)
+        if cache_key not in self._compiled:
             model, family = self.model, self.model.family
             repl = sharding.replicated(self.mesh)
             batch_sh = sharding.batch_sharding(self.mesh)
 
-            def run(params, key, indices, labels):
-                return family.sample_batch(model, params, key, indices, labels, dict(options))
+            def run(params, key, indices, labels, context):
+                extra = {} if context is None else {"context": context}
+                return family.sample_batch(
+                    model, params, key, indices, labels, dict(options), **extra
+                )
 
             label_sh = batch_sh if self.num_classes else None
-            self._compiled[options] = jax.jit(
-                run, in_shardings=(repl, repl, batch_sh, label_sh), out_shardings=batch_sh
+            context_sh = batch_sh if with_context else None
+            self._compiled[cache_key] = jax.jit(
+                run,
+                in_shardings=(repl, repl, batch_sh, label_sh, context_sh),
+                out_shardings=batch_sh,
             )
-        return self._compiled[options]
+        return self._compiled[cache_key]
+
+    def _check_context(self, context: np.ndarray | None, num: int, task: Any) -> None:
+        tasks = self.model.family.context_tasks
+        if context is None and task is None:
+            return
+        if not tasks:
+            raise ValueError(
+                f"family {self.model.family.name!r} does not sample from context images."
+            )
+        if context is None or task is None:
+            raise ValueError(
+                f"context images and task={task!r} go together: pass both (task one of {tasks})."
+            )
+        r = self.resolution
+        if context.shape != (num, r, r, 3) or context.dtype != np.uint8:
+            raise ValueError(
+                f"context must be uint8 ({num}, {r}, {r}, 3) images, got {context.dtype}"
+                f"{tuple(context.shape)}; resize or crop them to the model's resolution."
+            )
 
     def sample(
         self,
@@ -145,6 +171,7 @@ class WorkdirSampler:
         *,
         batch_size: int | None = None,
         progress: bool = False,
+        context: np.ndarray | None = None,
         **sampler_options: Any,
     ) -> np.ndarray:
         """`num` samples as uint8 (num, R, R, 3), on every process (multi-host: gathered).
@@ -154,6 +181,8 @@ class WorkdirSampler:
           missing ones default to the run's `config.sample`. They are checked before compiling.
         batch_size: samples per compiled call (default: config.sample.num rounded up to a multiple
           of the device count); the last batch is padded and trimmed.
+        context: uint8 (num, R, R, 3) images for a conditioning task (the autoregressive family's
+          task='upsample' / 'colorize'): sample i continues context image i.
         """
         if num < 1:
             raise ValueError(f"num must be >= 1, got {num}.")
@@ -165,13 +194,17 @@ class WorkdirSampler:
             labels = np.full((num,), int(labels), np.int32)
         labels = None if labels is None else np.asarray(labels, np.int32)
         self._check_labels(labels, num)
-        fn = self._batch_fn(tuple(sorted(opts.items())))
+        if context is not None:
+            context = np.asarray(context)
+        self._check_context(context, num, opts.get("task"))
+        fn = self._batch_fn(tuple(sorted(opts.items())), context is not None)
         out = []
         for b in range(-(-num // batch_size)):
             idx = np.arange(b * batch_size, (b + 1) * batch_size, dtype=np.int32)
             lab = None if labels is None else labels[np.minimum(idx, num - 1)]
+            ctx = None if context is None else context[np.minimum(idx, num - 1)]
             with jax.set_mesh(self.mesh):  # kernels not partitioned by XLA run per shard
-                out.append(_to_host(fn(self.params, key, idx, lab)))
+                out.append(_to_host(fn(self.params, key, idx, lab, ctx)))
             if progress and jax.process_index() == 0:
                 _progress(min((b + 1) * batch_size, num), num)
         return np.concatenate(out)[:num]

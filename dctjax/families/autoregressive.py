@@ -23,8 +23,10 @@ element of each term (bpe_channel, bpe_position, bpe_value), the bits per image 
 drawn chunk contributes (bpd_chunk, and bpd_chunk_1 .. bpd_chunk_K+ by chunk index: each the
 average over the examples with that index), tokens_per_step (the loop adds tokens_per_s).
 
-Sampling (grids, `launch/sample.py`, FID) is the next part; until then sample_every and FID must
-stay off and the family reports losses and bits only.
+Sampling (`sampling.sample_sequences`, chunked with KV caches): config.sample holds num,
+temperature (1), top_k (0), top_p (1), masks (True), max_chunks (None: ceil(L_max / N_c) + 2) and
+task (None; 'upsample' / 'colorize' with context images). Grids at sample_every, FID at eval.every
+(eval.reference) and `launch/sample.py` / `launch/evaluate.py` sample through `sample_batch`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dctjax.autoregressive import likelihood, objectives
+from dctjax.autoregressive import likelihood, objectives, sampling
 from dctjax.codec import sparse
 from dctjax.families import base
 from dctjax.train import optim, schedule, sharding
@@ -202,27 +204,62 @@ class Autoregressive(base.Family):
     def optimizer(self, config: ml_collections.ConfigDict) -> Any:
         raise NotImplementedError("the autoregressive family builds its optimiser in make_training")
 
-    # ---- sampling (the next part) ---------------------------------------------------------------
+    # ---- sampling -------------------------------------------------------------------------------
+    context_tasks = ("upsample", "colorize")
+
     def sample_options(
         self, config: ml_collections.ConfigDict, model: base.TrainedModel, **overrides: Any
     ) -> dict[str, Any]:
-        asked = [k for k, v in overrides.items() if v is not None]
-        if _durations_set(config, "sample_every") or asked:
+        """config.sample's temperature, top_k, top_p, masks, max_chunks and task, updated with the
+        non-None overrides. Diffusion's sampler / nfe / guidance do not apply (ValueError)."""
+        s = config.get("sample") or {}
+        opts = dict(
+            temperature=float(s.get("temperature", 1.0)), top_k=int(s.get("top_k", 0) or 0),
+            top_p=float(s.get("top_p", 1.0)), masks=bool(s.get("masks", True)),
+            max_chunks=s.get("max_chunks"), task=s.get("task"),
+        )  # fmt: skip
+        given = {k: v for k, v in overrides.items() if v is not None}
+        foreign = sorted(set(given) - set(opts))
+        if foreign:
             raise ValueError(
-                "DCTransformer sampling (chunked, KV-cached) is not implemented yet; set "
-                "sample_every=0 (the family reports losses and held-out bits per subpixel)."
+                f"the autoregressive family (DCTransformer) samples element by element; "
+                f"{foreign} do not apply. Its options: {sorted(opts)} (config.sample or "
+                "--sampler_kwargs)."
             )
-        if (config.get("eval") or {}).get("reference"):
-            raise ValueError(
-                "FID needs DCTransformer samples, which are not implemented yet; set "
-                "eval.reference=None (eval.num_images gives the held-out bits per subpixel)."
-            )
-        return {}
+        opts.update(given)
+        if isinstance(opts["temperature"], int) and not isinstance(opts["temperature"], bool):
+            opts["temperature"] = float(opts["temperature"])
+        sampling.check_sample_options(**{k: opts[k] for k in sampling.SAMPLE_OPTIONS})
+        if opts["task"] is not None:
+            sampling.check_task(model.representation, opts["task"])
+        return opts
 
-    def sample_batch(self, model, params, key, indices, labels, options) -> jax.Array:
-        raise NotImplementedError(
-            "DCTransformer sampling (chunked, KV-cached) is not implemented yet."
-        )
+    def sample_batch(
+        self,
+        model: base.TrainedModel,
+        params: Any,
+        key: jax.Array,
+        indices: jax.Array,
+        labels: jax.Array | None,
+        options: Mapping[str, Any],
+        context: jax.Array | None = None,
+    ) -> jax.Array:
+        """uint8 (B, R, R, 3): sampled sequences decoded; with options['task'] ('upsample',
+        'colorize') the continuation of the context images' prefix (`sampling.context_prefix`)."""
+        opts = dict(options)
+        task = opts.pop("task", None)
+        rep = model.representation
+        prefix = forbid = None
+        if task is not None:
+            if context is None:
+                raise ValueError(f"task={task!r} needs context images (the images to {task}).")
+            prefix = sampling.context_prefix(rep, context, task)
+            forbid = sampling.prefix_channels(rep, task)
+        seqs = sampling.sample_sequences(
+            model.module(params), rep, key, indices, labels, prefix=prefix,
+            forbid_channels=forbid, **opts,
+        )  # fmt: skip
+        return rep.decode(seqs)
 
     def config_for_workdir(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         return config

@@ -89,6 +89,8 @@ class Family:
     """Base class: the parts most families share. Subclasses set `name` and override as needed."""
 
     name: ClassVar[str] = ""
+    # conditioning tasks whose samples continue context images (`sample_batch(context=...)`)
+    context_tasks: ClassVar[tuple[str, ...]] = ()
 
     # ---- the model ------------------------------------------------------------------------------
     def make_process(self, config: ml_collections.ConfigDict) -> Any:
@@ -190,8 +192,10 @@ class Family:
         indices: jax.Array,
         labels: jax.Array | None,
         options: Mapping[str, Any],
+        context: jax.Array | None = None,
     ) -> jax.Array:
-        """uint8 images (B, H, W, 3) for the samples numbered `indices` (B,); jit-able."""
+        """uint8 images (B, H, W, 3) for the samples numbered `indices` (B,); jit-able. context:
+        uint8 (B, H, W, 3) images that options['task'] (one of `context_tasks`) conditions on."""
         raise NotImplementedError
 
     def config_for_workdir(self, config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

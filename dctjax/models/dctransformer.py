@@ -270,6 +270,28 @@ def _attention_bwd(causal, res, g):
 attention.defvjp(_attention_fwd, _attention_bwd)
 
 
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Inference attention (no custom gradient): q (N, t, h, d) against k/v (N, S, h, d), mask
+    (N, 1, t, S) bool (True = attend) or None -> (N, t, h, d). Logits and softmax in float32."""
+    logits = jnp.einsum("nthd,nshd->nhts", q, k, preferred_element_type=jnp.float32)
+    logits = logits * (1.0 / math.sqrt(q.shape[-1]))
+    if mask is not None:
+        logits = jnp.where(mask, logits, -jnp.inf)
+    p = jax.nn.softmax(logits, axis=-1)
+    out = jnp.einsum("nhts,nshd->nthd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return out.astype(q.dtype)
+
+
+def cached_causal_mask(key_valid: jax.Array, start: jax.Array | int, num_queries: int) -> jax.Array:
+    """(N, 1, t, T) mask of queries at slots start..start+t-1 over T cached key slots: keys at or
+    before the query's slot that are not PAD (`key_valid` (N, T)), and always the query's own slot
+    (the training mask of `attention_mask` / `_block_logits`, shifted to `start`)."""
+    rows = start + jnp.arange(num_queries)[:, None]
+    cols = jnp.arange(key_valid.shape[1])[None, :]
+    own = (cols == rows)[None, None]
+    return (cols <= rows)[None, None] & (key_valid[:, None, None, :] | own)
+
+
 class MultiHeadAttention(nnx.Module):
     """Self- (`kv` = None) or cross-attention with `heads` heads of 64 features:
     q Dense(d -> 64h), k/v Dense(d_kv -> 64h), output Dense(64h -> d)."""
@@ -296,6 +318,40 @@ class MultiHeadAttention(nnx.Module):
         q, k, v = (a.reshape(n, a.shape[1], self.heads, HEAD_DIM) for a in (q, k, v))
         out = attention(q, k, v, key_valid, causal)
         return self.out(out.reshape(n, t, self.heads * HEAD_DIM))
+
+    def memory_kv(self, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Cross-attention keys and values of E_input (N, M, d): two (N, M, h, 64)."""
+        n, m, _ = memory.shape
+        k, v = jnp.split(self.kv(memory), 2, axis=-1)
+        return k.reshape(n, m, self.heads, HEAD_DIM), v.reshape(n, m, self.heads, HEAD_DIM)
+
+    def step(
+        self,
+        x: jax.Array,
+        kv: tuple[jax.Array, jax.Array],
+        start: jax.Array | int | None,
+        key_valid: jax.Array | None,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """Attention of x (N, t, d) at slots start..start+t-1 with cached keys and values.
+
+        Self-attention (start given): x's keys / values are written into the cache kv (two
+        (N, T, h, 64)) at those slots, then the queries attend causally (`cached_causal_mask`).
+        Cross-attention (start None): kv is `memory_kv(E_input)`, attended without a mask.
+        Returns (N, t, d) and the updated cache."""
+        n, t, _ = x.shape
+        if start is None:
+            q = self.q(x).reshape(n, t, self.heads, HEAD_DIM)
+            out = cached_attention(q, *kv, None)
+        else:
+            q, k, v = (
+                a.reshape(n, t, self.heads, HEAD_DIM) for a in jnp.split(self.qkv(x), 3, axis=-1)
+            )
+            kv = tuple(
+                jax.lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), start, axis=1)
+                for c, a in zip(kv, (k, v), strict=True)
+            )
+            out = cached_attention(q, *kv, cached_causal_mask(key_valid, start, t))
+        return self.out(out.reshape(n, t, self.heads * HEAD_DIM)), kv
 
 
 class Sublayer(nnx.Module):
@@ -335,6 +391,18 @@ class Sublayer(nnx.Module):
         y = layers.dropout(y, rate, key)
         return h + self.alpha[...].astype(y.dtype) * y
 
+    def step(
+        self, h: jax.Array, state: Any, start: jax.Array | int, key_valid: jax.Array
+    ) -> tuple[jax.Array, Any]:
+        """Inference `__call__` of a decoder sublayer on slots start..start+t-1 (no dropout).
+        state: the self-attention cache, the cross-attention `memory_kv`, or None (fc)."""
+        x = self.norm(h)
+        if self.kind == "fc":
+            y = self.f(x)
+        else:
+            y, state = self.f.step(x, state, start if self.kind == "self" else None, key_valid)
+        return h + self.alpha[...].astype(y.dtype) * y, state
+
 
 class Stack(nnx.Module):
     """A PAR layer spec as a flat list of sublayers; decoders add a cross-attention per block."""
@@ -369,6 +437,40 @@ class Stack(nnx.Module):
         for sub, k in zip(self.sublayers, keys, strict=True):
             h = sub(h, memory, key_valid, rate, k)
         return h
+
+    def memory_kv(self, memory: jax.Array) -> tuple:
+        """Per sublayer: cross-attention keys / values of E_input (N, M, d), else None."""
+        return tuple(
+            sub.f.memory_kv(memory) if sub.kind == "cross" else None for sub in self.sublayers
+        )
+
+    def init_cache(self, batch: int, num_slots: int, dtype: Any) -> tuple:
+        """Per sublayer: a zero self-attention cache (two (N, T, h, 64)), else None."""
+
+        def empty(sub: Sublayer) -> Any:
+            if sub.kind != "self":
+                return None
+            shape = (batch, num_slots, sub.f.heads, HEAD_DIM)
+            return (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+
+        return tuple(empty(sub) for sub in self.sublayers)
+
+    def step(
+        self,
+        h: jax.Array,
+        memory_kv: tuple,
+        cache: tuple,
+        start: jax.Array | int,
+        key_valid: jax.Array,
+    ) -> tuple[jax.Array, tuple]:
+        """Inference pass of a decoder on slots start..start+t-1: h (N, t, d) -> (N, t, d) and
+        the updated cache (`init_cache`); memory_kv from `memory_kv`. Equals `__call__` on the
+        full slice at those slots when the cache holds the earlier slots."""
+        new_cache = []
+        for sub, kv, c in zip(self.sublayers, memory_kv, cache, strict=True):
+            h, state = sub.step(h, kv if sub.kind == "cross" else c, start, key_valid)
+            new_cache.append(state if sub.kind == "self" else None)
+        return h, tuple(new_cache)
 
 
 class DCTransformer(nnx.Module):
@@ -550,6 +652,65 @@ class DCTransformer(nnx.Module):
         cells = encoder_cells(positions, self.grid_shape, self.stride)
         return jnp.take_along_axis(memory, cells[..., None], axis=1)
 
+    def position_inputs(self, h_channel: jax.Array, target_channel: jax.Array) -> jax.Array:
+        """E_position = H_channel + C[target channel]: (N, T, d), (N, T) -> (N, T, d)."""
+        return h_channel + self.channel_embed(target_channel)
+
+    def value_inputs(
+        self, h_position: jax.Array, memory: jax.Array, target_position: jax.Array
+    ) -> jax.Array:
+        """E_value = H_position + E_input[cell(target position)] (+ P[target position])."""
+        e = h_position + self.gather_cells(memory, target_position)
+        if self.value_pos_embedding:
+            e = e + self.position_embed(target_position)
+        return e
+
+    @property
+    def decoders(self) -> tuple[Stack, Stack, Stack]:
+        return self.channel_decoder, self.position_decoder, self.value_decoder
+
+    def logits(self, term: str, h: jax.Array) -> jax.Array:
+        """float32 logits of a decoder's output h (N, T, d); term 'channel', 'position' or 'value'."""
+        norm, head = {
+            "channel": (self.channel_norm, self.channel_head),
+            "position": (self.position_norm, self.position_head),
+            "value": (self.value_norm, self.value_head),
+        }[term]
+        return head(norm(h)).astype(jnp.float32)
+
+    def decode(
+        self,
+        memory: jax.Array,
+        input_channel: jax.Array,
+        input_position: jax.Array,
+        input_value: jax.Array,
+        input_mask: jax.Array,
+        target_channel: jax.Array,
+        target_position: jax.Array,
+        labels: jax.Array | None = None,
+        chunk_index: jax.Array | None = None,
+        *,
+        dropout_key: jax.Array | None = None,
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The three decoders over a slice given E_input = `encode(...)`: the outputs
+        (H_channel, H_position, H_value), each (N, T, d), before the LN + linear heads."""
+        k_emb, k_c, k_p, k_v = _split(dropout_key, 4)
+        rate = self.dropout
+
+        def run(stack: Stack, h: jax.Array, key: jax.Array | None) -> jax.Array:
+            fn = layers.maybe_remat(lambda s, h, m, k: s(h, memory, m, rate, k), self.remat)
+            return fn(stack, h, input_mask, key)
+
+        e = self.channel_inputs(input_channel, input_position, input_value, labels, chunk_index)
+        h_channel = run(self.channel_decoder, layers.dropout(e, rate, k_emb), k_c)
+        h_position = run(
+            self.position_decoder, self.position_inputs(h_channel, target_channel), k_p
+        )
+        h_value = run(
+            self.value_decoder, self.value_inputs(h_position, memory, target_position), k_v
+        )
+        return h_channel, h_position, h_value
+
     def __call__(
         self,
         encoder_image: jax.Array,
@@ -567,29 +728,22 @@ class DCTransformer(nnx.Module):
         n, t = input_channel.shape
         if t > self.num_slots:
             raise ValueError(f"the slice has {t} slots; this model was built for {self.num_slots}.")
+        labels = self.check_labels(labels, n)
+        k_enc, k_dec = _split(dropout_key, 2)
+        memory = self.encode(encoder_image, labels, k_enc)
+        hs = self.decode(
+            memory, input_channel, input_position, input_value, input_mask, target_channel,
+            target_position, labels, chunk_index, dropout_key=k_dec,
+        )  # fmt: skip
+        return tuple(self.logits(term, h) for term, h in zip(TERMS, hs, strict=True))
+
+    def check_labels(self, labels: jax.Array | None, n: int) -> jax.Array | None:
         if self.num_classes and labels is None:
             raise ValueError("a class-conditional DCTransformer needs labels.")
-        labels = layers.check_labels(labels, n, "dctransformer")
-        k_enc, k_emb, k_c, k_p, k_v = _split(dropout_key, 5)
-        memory = self.encode(encoder_image, labels, k_enc)
-        rate = self.dropout
+        return layers.check_labels(labels, n, "dctransformer")
 
-        def run(stack: Stack, h: jax.Array, key: jax.Array | None) -> jax.Array:
-            fn = layers.maybe_remat(lambda s, h, m, k: s(h, memory, m, rate, k), self.remat)
-            return fn(stack, h, input_mask, key)
 
-        e = self.channel_inputs(input_channel, input_position, input_value, labels, chunk_index)
-        h_channel = run(self.channel_decoder, layers.dropout(e, rate, k_emb), k_c)
-        h_position = run(self.position_decoder, h_channel + self.channel_embed(target_channel), k_p)
-        e_value = h_position + self.gather_cells(memory, target_position)
-        if self.value_pos_embedding:
-            e_value = e_value + self.position_embed(target_position)
-        h_value = run(self.value_decoder, e_value, k_v)
-        return (
-            self.channel_head(self.channel_norm(h_channel)).astype(jnp.float32),
-            self.position_head(self.position_norm(h_position)).astype(jnp.float32),
-            self.value_head(self.value_norm(h_value)).astype(jnp.float32),
-        )
+TERMS = ("channel", "position", "value")
 
 
 def _split(key: jax.Array | None, n: int) -> list[jax.Array | None]:
