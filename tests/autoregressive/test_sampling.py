@@ -15,7 +15,7 @@ from dctjax import representations
 from dctjax.autoregressive import chunking, sampling
 from dctjax.codec import sparse
 from dctjax.codec.sparse import SparseSequence
-from tests.models.test_dctransformer import B, CLIP, N_C, O, make_forward, random_image, tiny_model
+from tests.models.test_dctransformer import CLIP, N_C, B, O, make_forward, random_image, tiny_model
 
 GRID = (8, 8)  # 32 x 32 images
 STOP = 3 * B * B
