@@ -1,8 +1,9 @@
-"""DCTdiff vs the pixel U-ViT, and JiT with vs without Spectral Forcing, at small scale: a proxy
-Frechet distance against NFE.
+"""DCTdiff vs the pixel U-ViT vs the DCTransformer, and JiT with vs without Spectral Forcing, at
+small scale: a proxy Frechet distance against NFE.
 
     python benchmarks/quality_small.py [--datasets=synthetic,fashion_mnist] [--steps=2000]
         [--num_samples=500] [--nfes=10,20,50,100] [--samplers=dpm_solver,euler_ode]
+        [--kinds=dct,pixel,dctransformer,jit_sf,jit_nosf]
         [--workdir=runs/quality_small] [--json=quality_small.json] [--grids=docs]
 
 For each dataset available offline (the built-in synthetic shapes; Fashion-MNIST from Debian's
@@ -11,21 +12,33 @@ For each dataset available offline (the built-in synthetic shapes; Fashion-MNIST
      with the same U-ViT width/depth, batch, optimiser, prediction and number of steps — the
      paper's comparison (pixel patch = DCT block, 4x fewer DCT tokens) scaled down. Runs resume;
      finished runs are reused.
+  1a. trains the DCTransformer (the autoregressive family) from the recipe of
+     `configs/dctransformer_quickstart.py`: size 'S' (--ar_size), 32 px, sparse DCT with B=4,
+     quality 75, clip 255, chunks of 96 targets with 32 overlap, batch 16, lr 1e-3, for the same
+     number of steps (--steps; --batch_size, when given, sets every kind's batch). L_max of its
+     length filtering is the P95 of the sparse lengths of 20,000 training images of the dataset
+     (SPARSE_STATS_IMAGES; cached in --workdir). It is sampled once per dataset with the config's
+     defaults (temperature 1, no top-k / top-p, validity masks on, default max_chunks): one row,
+     no sampler or NFE ('-');
   1b. with --kinds including jit_sf / jit_nosf: trains JiT (the flow family, unconditional) with a
      coarse patch (8 at 32 px: 16 tokens, where [002] reports SF helping most) with and without
      Spectral Forcing, same width/depth/steps/batch, sampled with Heun;
   2. trains a small CNN classifier on the dataset's labels and uses its penultimate layer (64-d)
      as the feature space: a PROXY for FID (no Inception weights offline), labelled as such.
-  3. samples `num_samples` images per (model, sampler, NFE) from the EMA weights and reports the
-     Frechet distance of their features to those of `num_samples` training images, next to the
+  3. samples `num_samples` images per (model, sampler, NFE) from the EMA weights (the
+     DCTransformer's recipe keeps no EMA: its trained weights) and reports the Frechet distance of
+     their features to those of `num_samples` training images, next to the
      distance between two disjoint sets of real images of that size (the floor at this N).
 
-The paper's direction [000 Table "FID vs NFE"]: DCTdiff ahead, by the most at low NFE.
+The paper's direction [000 Table "FID vs NFE"]: DCTdiff ahead, by the most at low NFE. The
+DCTransformer's row is read beside them at equal steps (its step is per chunk of 96 targets at
+batch 16, not per image at batch 64: the Training table gives each kind's batch and seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -38,7 +51,7 @@ from flax import nnx  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks._timing import print_table, write_json  # noqa: E402
-from configs import jit_quickstart, quickstart  # noqa: E402
+from configs import dctransformer_quickstart, jit_quickstart, quickstart  # noqa: E402
 from dctjax.data import dataset_stats, sources  # noqa: E402
 from dctjax.eval.metrics import frechet_distance  # noqa: E402
 from dctjax.sampling import image_grid, load_workdir_sampler  # noqa: E402
@@ -50,6 +63,8 @@ DATASETS = {
     "fashion_mnist": ("idx", {}, 10),
 }
 RESOLUTION = 32
+CLASSIFIER_POOL = 20_000  # training images the proxy classifier is trained on
+SPARSE_STATS_IMAGES = 20_000  # training images whose sparse lengths give the DCTransformer's L_max
 
 
 def available(name: str) -> bool:
@@ -83,17 +98,62 @@ def dataset_statistics_for(name: str) -> dict:
     return dataset_stats.dataset_statistics(source(name), 4, 16, num_images=5000, name=name)
 
 
+def sparse_max_length(name: str, workdir: str, block_size: int, quality: int, clip: int) -> int:
+    """L_max of the DCTransformer's length filtering on `name`: the P95 of the sparse sequence
+    lengths (non-zeros + STOP) of SPARSE_STATS_IMAGES random training images, as
+    `launch/dct_stats.py` reports it (cached as JSON in `workdir`)."""
+    path = os.path.join(workdir, f"{name}_sparse_b{block_size}_q{quality}_c{clip}.json")
+    if not os.path.exists(path):
+        stats = dataset_stats.dataset_statistics(
+            source(name), 4, 16, num_images=SPARSE_STATS_IMAGES, name=name,
+            quality=quality, sparse_block_size=block_size, clip=clip,
+        )  # fmt: skip
+        dataset_stats.write_json(stats, path)
+    with open(path) as f:
+        return int(json.load(f)["sparse"]["max_length"])
+
+
 KINDS = {
     "dct": "DCTdiff",
     "pixel": "pixel U-ViT",
+    "dctransformer": "DCTransformer",
     "jit_sf": "JiT/8 + SF",
     "jit_nosf": "JiT/8",
 }
+AUTOREGRESSIVE_KINDS = ("dctransformer",)  # sampled once with the config's defaults: no NFE
+
+
+def dctransformer_config(name: str, args: argparse.Namespace, workdir: str):
+    """The DCTransformer quickstart recipe (configs/dctransformer_quickstart.py) on `name` at the
+    script's resolution, size --ar_size, L_max measured on `name`, --steps steps."""
+    c = dctransformer_quickstart.get_config()
+    src_name, kwargs, _ = DATASETS[name]
+    c.dataset.name = src_name
+    c.dataset.num_examples = kwargs.get("num_examples")
+    c.dataset.data_dir = None
+    c.resolution = RESOLUTION  # every source is read at 32 px (Fashion-MNIST: resized from 28)
+    rk = c.representation_kwargs
+    rk.max_length = sparse_max_length(name, workdir, rk.block_size, rk.quality, rk.clip)
+    c.model_kwargs.size = args.ar_size
+    c.total_steps = args.steps
+    # the quickstart's 100-step warm-up (1/6 of its 600 steps), shorter for shorter runs (the
+    # cosine decay needs total steps > warm-up)
+    c.optim.warmup_steps = min(c.optim.warmup_steps, args.steps // 6)
+    c.checkpoint_every = max(args.steps // 2, 1)
+    c.sample_every = args.steps
+    c.log_every = 100
+    c.eval.every = 0
+    if args.batch_size:
+        c.batch_size = args.batch_size
+    return c
 
 
 def model_config(name: str, kind: str, args: argparse.Namespace, workdir: str):
     """The quickstart recipe on `name` with U-ViT for both representations (kind: dct | pixel),
-    or the JiT quickstart recipe, unconditional, patch 8 (kind: jit_sf | jit_nosf)."""
+    or the JiT quickstart recipe, unconditional, patch 8 (kind: jit_sf | jit_nosf), or the
+    DCTransformer quickstart recipe (kind: dctransformer)."""
+    if kind == "dctransformer":
+        return dctransformer_config(name, args, workdir)
     if kind.startswith("jit"):
         c = jit_quickstart.get_config("sf" if kind == "jit_sf" else "nosf")
         c.model_kwargs.patch_size = args.jit_patch
@@ -160,7 +220,7 @@ def train_classifier(name: str, steps: int, seed: int = 0) -> tuple[SmallCNN, fl
     num_classes = DATASETS[name][2]
     src = source(name)
     rng = np.random.default_rng(seed)
-    pool = rng.permutation(len(src))[: min(len(src), 20_000)]
+    pool = rng.permutation(len(src))[: min(len(src), CLASSIFIER_POOL)]
     x_all, y_all = images_of(src, pool)
     model = SmallCNN(num_classes, rngs=nnx.Rngs(seed))
     opt = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
@@ -207,7 +267,7 @@ def run(args: argparse.Namespace) -> dict:
     if unknown:
         raise ValueError(f"unknown --kinds {unknown}; choose from {list(KINDS)}")
     results = {"settings": vars(args).copy(), "datasets": {}}
-    rows = []
+    rows, train_rows = [], []
     for name in args.datasets.split(","):
         if not available(name):
             print(
@@ -231,35 +291,46 @@ def run(args: argparse.Namespace) -> dict:
             workdir, train_s = train(name, kind, args)
             sampler = load_workdir_sampler(workdir)
             m = {"train_seconds": train_s, "step": sampler.step, "fd": {}, "sample_seconds": {}}
-            samplers = args.flow_samplers if kind.startswith("jit") else args.samplers
-            for sampler_name in samplers.split(","):
-                for nfe in (int(v) for v in args.nfes.split(",")):
-                    t1 = time.perf_counter()
-                    images = sampler.sample(
-                        jax.random.key(0),
-                        n,
-                        sampler=sampler_name,
-                        nfe=nfe,
-                        batch_size=args.sample_batch,
-                    )
-                    dt = time.perf_counter() - t1
-                    fd = frechet_distance(*ref, *stats(feats(images)))
-                    m["fd"][f"{sampler_name}@{nfe}"] = fd
-                    m["sample_seconds"][f"{sampler_name}@{nfe}"] = dt
-                    rows.append(dict(dataset=name, model=KINDS[kind],
-                                     sampler=sampler_name, nfe=nfe, proxy_fd=fd, sample_s=dt))  # fmt: skip
-                    if (
-                        args.grids
-                        and nfe == args.grid_nfe
-                        and sampler_name == samplers.split(",")[0]
-                    ):
-                        os.makedirs(args.grids, exist_ok=True)
-                        path = os.path.join(args.grids, f"quality_small_{name}_{kind}.png")
-                        Image.fromarray(image_grid(images[:36])).save(path)
+            m["batch_size"] = int(sampler.config.batch_size)
+            if kind in AUTOREGRESSIVE_KINDS:
+                # the config's sample defaults (temperature 1, masks on, ...); no sampler / NFE
+                rk = sampler.config.representation_kwargs
+                m["max_length"] = rk.max_length
+                m["sample_options"] = dict(sampler.config.sample)
+                runs = [("autoregressive", None, {})]
+                grid_run = runs[0]
+            else:
+                samplers = args.flow_samplers if kind.startswith("jit") else args.samplers
+                runs = [
+                    (sampler_name, nfe, dict(sampler=sampler_name, nfe=nfe))
+                    for sampler_name in samplers.split(",")
+                    for nfe in (int(v) for v in args.nfes.split(","))
+                ]
+                grid_run = (samplers.split(",")[0], args.grid_nfe)
+            for sampler_name, nfe, options in runs:
+                t1 = time.perf_counter()
+                images = sampler.sample(
+                    jax.random.key(0), n, batch_size=args.sample_batch, **options
+                )
+                dt = time.perf_counter() - t1
+                fd = frechet_distance(*ref, *stats(feats(images)))
+                key = sampler_name if nfe is None else f"{sampler_name}@{nfe}"
+                m["fd"][key] = fd
+                m["sample_seconds"][key] = dt
+                rows.append(dict(dataset=name, model=KINDS[kind],
+                                 sampler=sampler_name, nfe=nfe, proxy_fd=fd, sample_s=dt))  # fmt: skip
+                if args.grids and grid_run[:2] == (sampler_name, nfe):
+                    os.makedirs(args.grids, exist_ok=True)
+                    path = os.path.join(args.grids, f"quality_small_{name}_{kind}.png")
+                    Image.fromarray(image_grid(images[:36])).save(path)
+            train_rows.append(dict(dataset=name, model=KINDS[kind], step=m["step"],
+                                   batch=m["batch_size"], train_s=train_s))  # fmt: skip
             entry["models"][kind] = m
         results["datasets"][name] = entry
     print("\nProxy Frechet distance (small-CNN features, NOT FID; lower is better)")
     print_table(rows, ["dataset", "model", "sampler", "nfe", "proxy_fd", "sample_s"])
+    print("\nTraining (train_s: 0 for a finished run that was reused)")
+    print_table(train_rows, ["dataset", "model", "step", "batch", "train_s"])
     return results
 
 
@@ -269,7 +340,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--datasets", default="synthetic,fashion_mnist")
     p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch_size", type=int, default=None, help="default: the quickstart's 64")
+    p.add_argument(
+        "--batch_size", type=int, default=None,
+        help="every kind's batch; default: each quickstart's (64; the DCTransformer's 16)",
+    )  # fmt: skip
     p.add_argument("--embed_dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=5, help="U-ViT depth (odd: in, mid, out blocks)")
     p.add_argument("--num_samples", type=int, default=500)
@@ -279,6 +353,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flow_samplers", default="heun", help="for the JiT kinds")
     p.add_argument("--kinds", default=",".join(KINDS), help=f"any of {', '.join(KINDS)}")
     p.add_argument("--jit_patch", type=int, default=8, help="JiT patch size at 32 px")
+    p.add_argument("--ar_size", default="S", help="DCTransformer size (the quickstart's 'S')")
     p.add_argument("--classifier_steps", type=int, default=1500)
     p.add_argument("--workdir", default="runs/quality_small")
     p.add_argument("--grids", default=None, help="folder for sample grids (e.g. docs)")

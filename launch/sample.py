@@ -6,6 +6,18 @@
         --out=samples.npz
     python launch/sample.py --workdir=runs/cifar10 --num=50000 --format=png --out=samples_dir/
 
+DCTransformer runs (the autoregressive family) take --temperature, --top_k, --top_p, --nomasks and
+--max_chunks instead of --sampler / --nfe / --guidance, and two conditioning tasks (spec §6):
+
+    python launch/sample.py --workdir=runs/imagenet --upsample=lowres/ --out=upsampled/
+    python launch/sample.py --workdir=runs/openimages --colorize=grey.npz --format=npz --out=c.npz
+
+--upsample keeps the first DCT channel of Y, Cb and Cr of each image (B x downsampled content) and
+samples the rest; --colorize keeps the Y plane and samples the chroma. Each takes a folder of
+images (sorted by name; centre-cropped and resized to the model's resolution) or an .npz with
+'images' (and 'labels', used for a class-conditional model unless --labels is given); --num
+defaults to the number of images.
+
 --format=png writes one grid when --out ends in .png, else one PNG per sample into the --out
 folder; --format=npz writes {'images': uint8 (N, H, W, 3), 'labels'} to --out. The output is a
 pure function of (checkpoint, --seed, --sampler, --nfe, --labels, --guidance); deterministic
@@ -33,6 +45,15 @@ flags.DEFINE_enum("format", "png", ["png", "npz"], "Output format.")
 flags.DEFINE_string("out", "samples.png", "Output .png grid, PNG folder or .npz file.")
 flags.DEFINE_integer("batch_size", None, "Samples per compiled batch (default: config.sample.num).")
 flags.DEFINE_string("sampler_kwargs", None, "Extra sampler options as JSON, e.g. '{\"order\": 2}'.")
+flags.DEFINE_float(
+    "temperature", None, "DCTransformer: sampling temperature (default 1; 0 greedy)."
+)
+flags.DEFINE_integer("top_k", None, "DCTransformer: keep the k most likely classes (0: all).")
+flags.DEFINE_float("top_p", None, "DCTransformer: nucleus mass (1: no truncation).")
+flags.DEFINE_bool("masks", None, "DCTransformer: validity masks (default on; --nomasks off).")
+flags.DEFINE_integer("max_chunks", None, "DCTransformer: most chunks per sample.")
+flags.DEFINE_string("upsample", None, "DCTransformer: folder or .npz of images to upsample.")
+flags.DEFINE_string("colorize", None, "DCTransformer: folder or .npz of images to colorize.")
 FLAGS = flags.FLAGS
 
 
@@ -54,6 +75,41 @@ def parse_labels(text: str | None, num: int):
     if len(values) != num:
         raise ValueError(f"--labels has {len(values)} entries; --num={num} needs one or {num}.")
     return np.asarray(values, np.int32)
+
+
+def load_context(path: str, resolution: int):
+    """A folder of images (sorted names) or an .npz ('images', optional 'labels') -> uint8
+    (N, R, R, 3) images centre-cropped and resized to `resolution`, and the labels or None."""
+    import numpy as np
+
+    from dctjax.data import prepare
+
+    if os.path.isdir(path):
+        names = sorted(
+            f for f in os.listdir(path)
+            if not f.startswith(".") and f.lower().endswith(prepare.IMAGE_EXTENSIONS)
+        )  # fmt: skip
+        if not names:
+            raise ValueError(f"{path} holds no images ({', '.join(prepare.IMAGE_EXTENSIONS)}).")
+        images = [
+            np.asarray(prepare.to_rgb(prepare.load_image(os.path.join(path, f)))) for f in names
+        ]
+        labels = None
+    elif path.endswith(".npz") and os.path.isfile(path):
+        with np.load(path) as data:
+            if "images" not in data:
+                raise ValueError(f"{path} has no 'images' array (found {sorted(data.files)}).")
+            images = list(data["images"])
+            labels = np.asarray(data["labels"], np.int32) if "labels" in data else None
+    else:
+        raise ValueError(f"{path} is neither a folder of images nor an .npz file.")
+    images = np.stack(
+        [
+            prepare.resize_array(prepare.rgb_array(np.asarray(im, np.uint8)), resolution)
+            for im in images
+        ]
+    )
+    return images, labels
 
 
 def write_output(images, labels, out: str, fmt: str) -> list[str]:
@@ -97,20 +153,41 @@ def main(argv):
 
     if FLAGS.num < 1:
         raise app.UsageError("--num must be >= 1.")
+    if FLAGS.upsample and FLAGS.colorize:
+        raise app.UsageError("--upsample and --colorize are two tasks; give one.")
     with user_errors():
-        labels = parse_labels(FLAGS.labels, FLAGS.num)
         kwargs = json.loads(FLAGS.sampler_kwargs) if FLAGS.sampler_kwargs else {}
         sampler = load_workdir_sampler(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
+        num, context, context_labels = FLAGS.num, None, None
+        task, path = (
+            ("upsample", FLAGS.upsample) if FLAGS.upsample else ("colorize", FLAGS.colorize)
+        )
+        if path:
+            context, context_labels = load_context(path, sampler.resolution)
+            num = FLAGS.num if FLAGS["num"].present else len(context)
+            if num > len(context):
+                raise ValueError(f"--num={num} but {path} holds {len(context)} images.")
+            context = context[:num]
+            kwargs["task"] = task
+        labels = parse_labels(FLAGS.labels, num)
+        if labels is None and context_labels is not None and sampler.num_classes:
+            labels = context_labels[:num]
         if labels is None and sampler.num_classes:
-            labels = sampler.default_labels(jax.random.key(FLAGS.seed), FLAGS.num)
-        options = dict(sampler=FLAGS.sampler, nfe=FLAGS.nfe, guidance=FLAGS.guidance, **kwargs)
+            labels = sampler.default_labels(jax.random.key(FLAGS.seed), num)
+        ar_flags = dict(
+            temperature=FLAGS.temperature, top_k=FLAGS.top_k, top_p=FLAGS.top_p,
+            masks=FLAGS.masks, max_chunks=FLAGS.max_chunks,
+        )  # fmt: skip
+        options = dict(sampler=FLAGS.sampler, nfe=FLAGS.nfe, guidance=FLAGS.guidance)
+        options.update({k: v for k, v in ar_flags.items() if v is not None}, **kwargs)
         sampler.model.family.sample_options(sampler.config, sampler.model, **options)
     images = sampler.sample(
         jax.random.key(FLAGS.seed),
-        FLAGS.num,
+        num,
         labels,
         batch_size=FLAGS.batch_size,
         progress=True,
+        context=context,
         **options,
     )
     if jax.process_index() == 0:

@@ -177,3 +177,45 @@ def test_torch_dctransformer_step_sides_agree(tmp_path):
         jax_side.close()
         torch_side.close()
     assert jax_side.proc.returncode == 0 and torch_side.proc.returncode == 0
+
+
+# ---- benchmarks/quality_small.py: the proxy Frechet distance of each kind ----------------------
+
+
+def test_quality_small_reports_the_dctransformer_beside_dctdiff(tmp_path, monkeypatch, capsys):
+    """A tiny run on the synthetic shapes (--kinds restricts it to DCTdiff and the DCTransformer,
+    2 steps, 8 samples): DCTdiff gets a row per (sampler, NFE), the DCTransformer one row with no
+    sampler or NFE, both with a finite proxy distance, from the quickstart recipe's codec."""
+    import json
+
+    import numpy as np
+
+    from benchmarks import quality_small
+
+    monkeypatch.setattr(quality_small, "SPARSE_STATS_IMAGES", 256)
+    monkeypatch.setattr(quality_small, "CLASSIFIER_POOL", 256)
+    monkeypatch.setattr(quality_small, "dataset_statistics_for", lambda name: (
+        quality_small.dataset_stats.dataset_statistics(
+            quality_small.source(name), 4, 16, num_images=256, name=name)
+    ))  # fmt: skip
+    out = tmp_path / "q.json"
+    quality_small.main([
+        "--datasets=synthetic", "--kinds=dct,dctransformer", "--steps=2", "--batch_size=8",
+        "--embed_dim=32", "--depth=1", "--ar_size=T", "--num_samples=8", "--sample_batch=8",
+        "--samplers=euler_ode", "--nfes=2", "--classifier_steps=2", f"--workdir={tmp_path}",
+        f"--json={out}",
+    ])  # fmt: skip
+    models = json.loads(out.read_text())["datasets"]["synthetic"]["models"]
+    assert list(models["dct"]["fd"]) == ["euler_ode@2"]
+    ar = models["dctransformer"]
+    assert list(ar["fd"]) == ["autoregressive"] and np.isfinite(ar["fd"]["autoregressive"])
+    assert ar["step"] == 2 and ar["batch_size"] == 8
+    assert 0 < ar["max_length"] <= 1024 and ar["sample_options"]["temperature"] == 1.0
+    assert ar["sample_options"]["masks"] is True
+    config = quality_small.load_workdir_sampler(tmp_path / "synthetic_dctransformer").config
+    rk = config.representation_kwargs
+    assert (config.resolution, rk.block_size, rk.quality, rk.clip) == (32, 4, 75, 255)
+    assert (rk.chunk_size, rk.overlap, config.model_kwargs.size) == (96, 32, "T")
+    table = capsys.readouterr().out
+    (row,) = [line for line in table.splitlines() if line.strip().startswith("synthetic  DCTr")]
+    assert row.split()[2:4] == ["autoregressive", "-"]  # sampler, nfe

@@ -636,7 +636,7 @@ class DCTransformer(nnx.Module):
         """E_channel (N, T, d) before dropout: C + P + V + P_chunk (+ class, + chunk number).
 
         slots: (T,) slot numbers (default 0..T-1; a cached sampler passes the current slot)."""
-        slot_embed = self.slot_embed[...].astype(self.dtype)
+        slot_embed = jnp.asarray(self.slot_embed[...], self.dtype)
         e = self.channel_embed(input_channel) + self.position_embed(input_position)
         e = e + self.value_embed(input_value)
         e = e + (slot_embed[: e.shape[1]] if slots is None else slot_embed[slots])[None]

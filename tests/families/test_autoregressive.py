@@ -6,19 +6,28 @@ subpixel during training, colorization training, and every Table 3 config traced
 import importlib
 import json
 import math
+import os
+import subprocess
+import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+from PIL import Image
 
 from configs import common
 from dctjax import families
+from dctjax.autoregressive import sampling
 from dctjax.codec import sparse
+from dctjax.sampling import load_workdir_sampler
 from dctjax.train import loop, sharding
 from dctjax.train import state as state_lib
 from tests.helpers import tiny_ar_config
 
 TABLE3 = sorted(common.DCTRANSFORMER_TABLE3)
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.mark.parametrize(
@@ -31,7 +40,8 @@ TABLE3 = sorted(common.DCTRANSFORMER_TABLE3)
         ("representation_kwargs.max_length", 5000, r"max_length=5000 .* exceeds the longest"),
         ("representation_kwargs.max_len", 100, r"max_len=100 .* shorter than max_length=200"),
         ("representation", "pixels", r"trains on representation 'sparse_dct'"),
-        ("sample_every", 10, r"sampling .* is not implemented yet; set sample_every=0"),
+        ("sample.top_p", 0.0, r"top_p must be in \(0, 1\]"),
+        ("sample.task", "zoom", r"task='zoom'; use 'upsample' or 'colorize'"),
         ("model_kwargs.size", "XXL", r"unknown dctransformer size='XXL'"),
         ("model_kwargs.dropout", 1.5, r"dropout=1.5 must be in \[0, 1\)"),
         ("optim.lr_decay", "step", r"lr_decay='step'"),
@@ -99,12 +109,23 @@ def test_chunk_index_metrics_are_ratios_of_interval_sums():
     assert out == {"loss": 1.0, "bpd_chunk_1": 6.0 / 4, "bpd_chunk_2+": 5.0}
 
 
-def test_training_logs_bits_and_held_out_bpd(tmp_path):
-    """A short run logs the loss and bits during training and the held-out bits per subpixel."""
-    c = tiny_ar_config(total_steps=4, log_every=2)
+@pytest.fixture(scope="module")
+def ar_workdir(tmp_path_factory):
+    """4 steps of the tiny DCTransformer: bits logged, held-out bpd and a sample grid at step 4."""
+    c = tiny_ar_config(total_steps=4, log_every=2, sample_every=4)
     c.eval.update(every=4, split="test", num_images=3, batch_size=8)
-    st = loop.train_and_evaluate(c, str(tmp_path))
+    work = tmp_path_factory.mktemp("ar_run")
+    st = loop.train_and_evaluate(c, str(work))
     assert int(st.step) == 4
+    return work
+
+
+def test_training_logs_bits_held_out_bpd_and_grids(ar_workdir):
+    """A short run logs the loss and bits during training, the held-out bits per subpixel, and
+    writes a grid of samples."""
+    tmp_path = ar_workdir
+    grid = Image.open(tmp_path / "samples" / "00000004.png")
+    assert grid.size == (64, 64)  # sample.num = 4: 2 x 2 images of 32 px
     from tensorboard.backend.event_processing import event_accumulator
 
     acc = event_accumulator.EventAccumulator(str(tmp_path))
@@ -164,3 +185,63 @@ def test_table3_configs_trace_on_8_devices(column):
     g = rep.grid_shape
     assert spec["encoder_image"][0] == (*g, 3 * rep.block_size**2)
     assert sparse.max_sequence_length(g, rep.block_size) > 896  # chunking matters at this size
+
+
+def test_workdir_sampler_equals_the_chunked_sampler(ar_workdir):
+    """`WorkdirSampler.sample` (batched over 8 devices, padded batches) gives the decoded
+    `sample_sequences` of the checkpoint's weights, and sample i does not depend on the batch."""
+    s = load_workdir_sampler(ar_workdir)
+    assert s.model.family.name == "autoregressive"
+    key = jax.random.key(3)
+    a = s.sample(key, 3, batch_size=8, max_chunks=2)
+    b = s.sample(key, 9, batch_size=16, max_chunks=2)
+    np.testing.assert_array_equal(a, b[:3])
+    net = nnx.merge(s.model.graphdef, jax.device_get(s.params))
+    rep = s.model.representation
+    seqs = sampling.sample_sequences(net, rep, key, jnp.arange(3), max_chunks=2)
+    np.testing.assert_array_equal(a, np.asarray(rep.decode(seqs)))
+    with pytest.raises(ValueError, match=r"\['nfe'\] do not apply"):
+        s.sample(key, 2, nfe=10)
+    with pytest.raises(ValueError, match="context images and task='upsample' go together"):
+        s.sample(key, 2, task="upsample")
+    with pytest.raises(ValueError, match="context must be uint8 \\(2, 32, 32, 3\\)"):
+        s.sample(key, 2, task="upsample", context=np.zeros((2, 16, 16, 3), np.uint8))
+
+
+def test_sample_script_upsamples_a_folder_and_refuses_colorization(ar_workdir, tmp_path):
+    from dctjax.data import synthetic
+
+    folder = tmp_path / "lowres"
+    folder.mkdir()
+    src = synthetic.SyntheticShapes(48, split="test")  # resized to the model's 32 px
+    for i in range(3):
+        Image.fromarray(src[i]["image"]).save(folder / f"{i:02d}.png")
+    env = {**os.environ, "XLA_FLAGS": ""}
+    r = subprocess.run(
+        [sys.executable, "launch/sample.py", f"--workdir={ar_workdir}", f"--upsample={folder}",
+         "--max_chunks=2", "--temperature=0.9", "--format=npz", f"--out={tmp_path}/up.npz"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(tmp_path / "up.npz") as data:
+        assert data["images"].shape == (3, 32, 32, 3) and data["images"].dtype == np.uint8
+    r = subprocess.run(
+        [sys.executable, "launch/sample.py", f"--workdir={ar_workdir}", f"--colorize={folder}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 2 and "order='luma_first'" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+
+
+def test_fid_of_a_dctransformer_workdir(ar_workdir, tmp_path):
+    from dctjax.eval import evaluate
+    from tests.eval.test_metrics import fake_feature_fn
+
+    feature_fn = fake_feature_fn(pool3_dim=8, spatial_dim=4)
+    ref = tmp_path / "ref32.npz"
+    evaluate.compute_reference(
+        feature_fn, dataset="synthetic", resolution=32, num=16, out=str(ref), batch_size=8,
+        max_keep=16,
+    )  # fmt: skip
+    out = evaluate.evaluate_workdir(str(ar_workdir), feature_fn, str(ref), num=8, batch_size=8)
+    assert out["num_samples"] == 8 and np.isfinite(out["fid"]) and out["fid"] > 0
