@@ -50,3 +50,18 @@ def flow_workdir(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("flow_run")
     loop.train_and_evaluate(tiny_flow_config(ema_decay=[0.99, 0.9]), str(workdir))
     return workdir
+
+
+@pytest.fixture(scope="session")
+def ar_workdir(tmp_path_factory):
+    """4 steps of the tiny DCTransformer (autoregressive family): bits logged, held-out bits per
+    subpixel and a grid of 4 samples (at most 3 chunks each) at step 4."""
+    from dctjax.train import loop
+    from tests.helpers import tiny_ar_config
+
+    c = tiny_ar_config(total_steps=4, log_every=2, sample_every=4)
+    c.eval.update(every=4, split="test", num_images=3, batch_size=8)
+    workdir = tmp_path_factory.mktemp("ar_run")
+    st = loop.train_and_evaluate(c, str(workdir))
+    assert int(st.step) == 4
+    return workdir

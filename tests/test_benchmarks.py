@@ -216,6 +216,51 @@ def test_quality_small_reports_the_dctransformer_beside_dctdiff(tmp_path, monkey
     rk = config.representation_kwargs
     assert (config.resolution, rk.block_size, rk.quality, rk.clip) == (32, 4, 75, 255)
     assert (rk.chunk_size, rk.overlap, config.model_kwargs.size) == (96, 32, "T")
-    table = capsys.readouterr().out
-    (row,) = [line for line in table.splitlines() if line.strip().startswith("synthetic  DCTr")]
-    assert row.split()[2:4] == ["autoregressive", "-"]  # sampler, nfe
+    fd_table, train_table = capsys.readouterr().out.split("NOT FID")[1].split("Training")
+    (row,) = [line.split() for line in fd_table.splitlines() if "DCTransformer" in line]
+    assert row[2:4] == ["autoregressive", "-"]  # sampler, nfe
+    (row,) = [line.split() for line in train_table.splitlines() if "DCTransformer" in line]
+    assert row[2:4] == ["2", "8"]  # step, batch
+
+
+# ---- DCTransformer rows of benchmarks/sampling.py ---------------------------------------------
+
+
+def test_dct_sampling_rows_report_speed_and_memory(tmp_path, capsys):
+    """A tiny --dctransformer run (size T, 16 px B=4, a 48 + 16 slot slice, 2 samples): the
+    deterministic walk gives the expected lengths, the rows are sane, and the cached sampler's
+    temp memory does not grow with max_chunks beyond the sequence buffer."""
+    import json
+
+    from benchmarks import sampling
+
+    out = tmp_path / "dct.json"
+    sampling.main([
+        "--dctransformer", "--dct_size=T", "--dct_points=16/4", "--dct_chunk=48/16",
+        "--dct_batch=2", "--repeats=1", "--dct_max_chunks=1,3", "--dct_uncached_elements=8",
+        f"--json={out}",
+    ])  # fmt: skip
+    payload = json.loads(out.read_text())
+    speed, memory = payload["dctransformer"], payload["dctransformer_memory"]
+    by_name = {r["sampler"]: r for r in speed}
+    assert set(by_name) == {"cached, chunk", "cached, short", "uncached, short"}
+    chunk, short, uncached = (by_name[k] for k in ("cached, chunk", "cached, short",
+                                                   "uncached, short"))  # fmt: skip
+    assert chunk["elements_per_sample"] == 48 and chunk["slots"] == 64
+    # 16 px, B=4: a 4x4 grid, 4 even-even cells per chroma channel: 2 channels + STOP
+    assert short["elements_per_sample"] == uncached["elements_per_sample"] == 9
+    for r in speed:
+        assert r["elements"] == 2 * r["elements_per_sample"]
+        assert r["seconds"] > 0 and r["elements_per_s"] > 0 and r["images_per_s"] > 0
+        assert r["image_length"] > 1
+        assert r["ms_per_element"] == pytest.approx(1e3 * r["seconds"] / r["elements"])
+        assert r["speedup"] == pytest.approx(r["elements_per_s"] / uncached["elements_per_s"])
+    assert uncached["speedup"] == 1.0 and uncached["cached"] is False
+    small, large = memory
+    assert (small["max_chunks"], large["max_chunks"]) == (1, 3)
+    assert small["temp_bytes"] > 0 and small["argument_bytes"] > 0
+    assert large["seq_buffer_bytes"] == 3 * small["seq_buffer_bytes"]
+    assert large["output_bytes"] > small["output_bytes"]  # the returned sequence grows
+    assert large["temp_delta_bytes"] <= 2 * large["buffer_delta_bytes"] + 64 * 1024
+    printed = capsys.readouterr().out
+    assert "uncached, short" in printed and "temp_delta_per_buffer_delta" in printed

@@ -109,17 +109,6 @@ def test_chunk_index_metrics_are_ratios_of_interval_sums():
     assert out == {"loss": 1.0, "bpd_chunk_1": 6.0 / 4, "bpd_chunk_2+": 5.0}
 
 
-@pytest.fixture(scope="module")
-def ar_workdir(tmp_path_factory):
-    """4 steps of the tiny DCTransformer: bits logged, held-out bpd and a sample grid at step 4."""
-    c = tiny_ar_config(total_steps=4, log_every=2, sample_every=4)
-    c.eval.update(every=4, split="test", num_images=3, batch_size=8)
-    work = tmp_path_factory.mktemp("ar_run")
-    st = loop.train_and_evaluate(c, str(work))
-    assert int(st.step) == 4
-    return work
-
-
 def test_training_logs_bits_held_out_bpd_and_grids(ar_workdir):
     """A short run logs the loss and bits during training, the held-out bits per subpixel, and
     writes a grid of samples."""

@@ -21,6 +21,7 @@ from flax import nnx
 
 from configs import common, dctransformer_quickstart
 from dctjax.autoregressive import chunking, likelihood
+from dctjax.autoregressive import sampling as ar_sampling
 from dctjax.codec import sparse
 from dctjax.data import synthetic
 from dctjax.families.autoregressive import Autoregressive
@@ -372,6 +373,21 @@ def test_tiny_model_overfits_a_few_images_and_greedy_decoding_reproduces_them():
         np.testing.assert_array_equal(ch[sel][lm[sel]], np.asarray(seq.channel))
         np.testing.assert_array_equal(pos[sel][elem], np.asarray(seq.position)[:-1])
         np.testing.assert_array_equal(val[sel][elem] - rep.clip, np.asarray(seq.value)[:-1])
+    # the chunked, KV-cached sampler at temperature 0 (greedy) writes both sequences out again
+    labels = jnp.asarray([x["label"] for x in items], jnp.int32)
+    sampled = jax.jit(
+        lambda p: ar_sampling.sample_sequences(
+            model.module(p), rep, jax.random.key(0), jnp.arange(2), labels, temperature=0.0
+        )
+    )(params)
+    for n, image in enumerate(images):
+        seq = rep.host_encode(image)
+        m = int(seq.length)
+        assert int(sampled.length[n]) == m and not bool(sampled.truncated[n])
+        for field in ("channel", "position", "value"):
+            np.testing.assert_array_equal(
+                np.asarray(getattr(sampled, field))[n, :m], np.asarray(getattr(seq, field))
+            )
 
 
 # ---------------------------------------------------------------------------------------------
