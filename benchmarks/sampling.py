@@ -12,7 +12,8 @@ The network dominates, so images/s x NFE should be roughly constant across sampl
 DCTransformer (the autoregressive family), selected with `--dctransformer` (then only it runs):
 
     python benchmarks/sampling.py --dctransformer [--dct_size=S] [--dct_points=32/8,64/8] \
-        [--dct_batch=4] [--dct_max_chunks=2,8,32] [--dct_uncached_elements=16] [--json=...]
+        [--dct_batch=4] [--dct_max_chunks=2,8,32] [--dct_uncached_elements=16] [--repeats=3] \
+        [--json=benchmarks/results/sampling_dctransformer.json]
 
 The paper's slice (896 targets + 128 overlap = 1,024 slots) and the lsun codec (quality 75, clip
 1200) at each `R/B` of --dct_points, model --dct_size with random weights. `sample_sequences`
@@ -25,13 +26,16 @@ The paper's slice (896 targets + 128 overlap = 1,024 slots) and the lsun codec (
       --dct_uncached_elements + 1 (the uncached one is slow; its cost per element does not depend
       on the element's slot, so a short run measures it).
 
-A random model stops at once under the validity masks, so the timed weights make the walk
-deterministic: the channel head's bias falls by 50 per rank of the sequence order (STOP last) and
-the position head's by 50 per position, so each sample takes the lowest allowed channel and
-position (value: any non-zero). Nothing stops a sample inside the chunk (the walk reaches STOP
+A random model stops within a few elements (under the validity masks its near-uniform channel
+draws soon reach the last channel, then STOP), so the timed weights make a deterministic walk:
+the channel head's bias falls by 50 per rank of the sequence order (STOP last) and the position
+head's by 50 per position, so each sample takes the lowest allowed channel and position (value:
+any non-zero). Nothing stops a sample inside the chunk (the walk reaches STOP
 only after every coefficient); for the short runs `forbid_channels` keeps a few chroma channels,
 so STOP is forced after their positions (K elements, STOP included). The returned lengths are
-checked. The cost per element does not depend on the weights.
+checked. The cost per element does not depend on the weights. Two executables (cached and
+uncached, max_chunks=1; forbid_channels is an argument) serve the three runs. --dct_chunk=N/O
+replaces the 896/128 slice (tests).
 
 Per row: elements (samples x elements a sample, from the returned lengths), seconds, elements/s,
 ms per element (seconds / elements) and per step (one element of every sample), images/s
