@@ -271,15 +271,24 @@ attention.defvjp(_attention_fwd, _attention_bwd)
 
 
 def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Inference attention (no custom gradient): q (N, t, h, d) against k/v (N, S, h, d), mask
-    (N, 1, t, S) bool (True = attend) or None -> (N, t, h, d). Logits and softmax in float32."""
-    logits = jnp.einsum("nthd,nshd->nhts", q, k, preferred_element_type=jnp.float32)
+    """Inference attention (no custom gradient): q (N, t, h, d) against cached keys k (N, h, d, S)
+    and values v (N, h, S, d), mask (N, 1, t, S) bool (True = attend) or None -> (N, t, h, d).
+
+    The caches are kept in the layouts the two matmuls read (keys transposed), so a decoding step
+    reads them in place instead of XLA transposing a whole cache per step. Logits and softmax in
+    float32."""
+    logits = jnp.einsum("nthd,nhds->nhts", q, k, preferred_element_type=jnp.float32)
     logits = logits * (1.0 / math.sqrt(q.shape[-1]))
     if mask is not None:
         logits = jnp.where(mask, logits, -jnp.inf)
     p = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("nhts,nshd->nthd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = jnp.einsum("nhts,nhsd->nthd", p.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return out.astype(q.dtype)
+
+
+def _cache_layout(k: jax.Array, v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """k, v (N, S, h, d) -> the cache layouts of `cached_attention`: (N, h, d, S), (N, h, S, d)."""
+    return jnp.transpose(k, (0, 2, 3, 1)), jnp.transpose(v, (0, 2, 1, 3))
 
 
 def cached_causal_mask(key_valid: jax.Array, start: jax.Array | int, num_queries: int) -> jax.Array:
@@ -320,10 +329,12 @@ class MultiHeadAttention(nnx.Module):
         return self.out(out.reshape(n, t, self.heads * HEAD_DIM))
 
     def memory_kv(self, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Cross-attention keys and values of E_input (N, M, d): two (N, M, h, 64)."""
+        """Cross-attention keys (N, h, 64, M) and values (N, h, M, 64) of E_input (N, M, d)."""
         n, m, _ = memory.shape
         k, v = jnp.split(self.kv(memory), 2, axis=-1)
-        return k.reshape(n, m, self.heads, HEAD_DIM), v.reshape(n, m, self.heads, HEAD_DIM)
+        return _cache_layout(
+            k.reshape(n, m, self.heads, HEAD_DIM), v.reshape(n, m, self.heads, HEAD_DIM)
+        )
 
     def step(
         self,
@@ -334,8 +345,9 @@ class MultiHeadAttention(nnx.Module):
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         """Attention of x (N, t, d) at slots start..start+t-1 with cached keys and values.
 
-        Self-attention (start given): x's keys / values are written into the cache kv (two
-        (N, T, h, 64)) at those slots, then the queries attend causally (`cached_causal_mask`).
+        Self-attention (start given): x's keys / values are written into the cache kv (keys
+        (N, h, 64, T), values (N, h, T, 64)) at those slots, then the queries attend causally
+        (`cached_causal_mask`).
         Cross-attention (start None): kv is `memory_kv(E_input)`, attended without a mask.
         Returns (N, t, d) and the updated cache."""
         n, t, _ = x.shape
@@ -346,9 +358,10 @@ class MultiHeadAttention(nnx.Module):
             q, k, v = (
                 a.reshape(n, t, self.heads, HEAD_DIM) for a in jnp.split(self.qkv(x), 3, axis=-1)
             )
-            kv = tuple(
-                jax.lax.dynamic_update_slice_in_dim(c, a.astype(c.dtype), start, axis=1)
-                for c, a in zip(kv, (k, v), strict=True)
+            k, v = _cache_layout(k, v)
+            kv = (
+                jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), start, axis=3),
+                jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), start, axis=2),
             )
             out = cached_attention(q, *kv, cached_causal_mask(key_valid, start, t))
         return self.out(out.reshape(n, t, self.heads * HEAD_DIM)), kv
@@ -445,13 +458,17 @@ class Stack(nnx.Module):
         )
 
     def init_cache(self, batch: int, num_slots: int, dtype: Any) -> tuple:
-        """Per sublayer: a zero self-attention cache (two (N, T, h, 64)), else None."""
+        """Per sublayer: a zero self-attention cache (keys (N, h, 64, T), values (N, h, T, 64)),
+        else None."""
 
         def empty(sub: Sublayer) -> Any:
             if sub.kind != "self":
                 return None
-            shape = (batch, num_slots, sub.f.heads, HEAD_DIM)
-            return (jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+            h = sub.f.heads
+            return (
+                jnp.zeros((batch, h, HEAD_DIM, num_slots), dtype),
+                jnp.zeros((batch, h, num_slots, HEAD_DIM), dtype),
+            )
 
         return tuple(empty(sub) for sub in self.sublayers)
 
