@@ -25,7 +25,16 @@ from dctjax.data import stats as dct_stats
 LENGTH_PERCENTILES = (50, 90, 95, 99)
 
 
-def _batches(source, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+def random_subset(source, num_images: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of up to `num_images` images of `source` drawn without replacement."""
+    if len(source) == 0:
+        raise ValueError(f"the source {source!r} is empty; check the dataset and split.")
+    n = min(num_images, len(source))
+    return np.sort(np.random.default_rng(seed).permutation(len(source))[:n])
+
+
+def image_batches(source, indices: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """uint8 (n, H, W, 3) batches of the images of `source` at `indices`, in order."""
     for start in range(0, len(indices), batch_size):
         items = source.__getitems__([int(i) for i in indices[start : start + batch_size]])
         yield np.stack([item["image"] for item in items])
@@ -64,15 +73,13 @@ def dataset_statistics(
         _checks.check_int_range(quality, "quality", 1, 100)
         _checks.check_block_size(sparse_block_size, "sparse_block_size")
         _checks.check_int_range(clip, "clip", 1, 1 << 20)
-    if len(source) == 0:
-        raise ValueError(f"the source {source!r} is empty; check the dataset and split.")
-    n = min(num_images, len(source))
-    indices = np.sort(np.random.default_rng(seed).permutation(len(source))[:n])
+    indices = random_subset(source, num_images, seed)
+    n = len(indices)
 
     lengths = []
 
     def images_with_lengths():
-        for images in _batches(source, indices, batch_size):
+        for images in image_batches(source, indices, batch_size):
             if quality is not None:
                 lengths.append(
                     np.asarray(_sparse_lengths(images, sparse_block_size, quality, clip))
