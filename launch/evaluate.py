@@ -19,6 +19,7 @@ dataset is stored at (the DCTdiff reference stores CIFAR-10 at 75); for samples,
 reference's OpenCV writes. The setting and the reference's metadata are printed with every result.
 """
 
+import json
 import time
 
 from absl import app, flags
@@ -51,6 +52,10 @@ flags.DEFINE_integer("step", None, "--workdir: checkpoint step (default: latest)
 flags.DEFINE_string("sampler", None, "--workdir: sampler name (default: the run config's).")
 flags.DEFINE_integer("nfe", None, "--workdir: function evaluations (default: the run config's).")
 flags.DEFINE_integer("seed", 0, "--workdir: sampling seed.")
+flags.DEFINE_string(
+    "sampler_kwargs", None,
+    "--workdir: more sampling options as JSON, e.g. '{\"temperature\": 0.9}' (DCTransformer).",
+)  # fmt: skip
 FLAGS = flags.FLAGS
 
 
@@ -130,7 +135,10 @@ def main(argv):
         what = (
             f"{FLAGS.workdir} step={FLAGS.step or 'latest'} sampler={FLAGS.sampler or 'config'} "
             f"nfe={FLAGS.nfe or 'config'} seed={FLAGS.seed}"
+            + (f" {FLAGS.sampler_kwargs}" if FLAGS.sampler_kwargs else "")
         )
+        with user_errors():
+            options = json.loads(FLAGS.sampler_kwargs) if FLAGS.sampler_kwargs else {}
         results = evaluate_workdir(
             FLAGS.workdir,
             feature_fn,
@@ -143,6 +151,7 @@ def main(argv):
             seed=FLAGS.seed,
             jpeg_quality=FLAGS.jpeg_quality,
             k=FLAGS.k,
+            sampler_options=options,
         )
     print(format_results(results, reference, FLAGS.jpeg_quality, what))
     print(f"({time.time() - start:.0f} s)")

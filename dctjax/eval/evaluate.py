@@ -180,8 +180,10 @@ def evaluate_workdir(
     seed: int = 0,
     jpeg_quality: int | None = None,
     k: int = 3,
+    sampler_options: dict | None = None,
 ) -> dict[str, float]:
-    """FID / sFID / precision / recall of `num` samples from a training checkpoint's EMA weights."""
+    """FID / sFID / precision / recall of `num` samples from a training checkpoint's EMA weights.
+    sampler_options: the family's further options (e.g. the DCTransformer's temperature)."""
     from dctjax import sampling
 
     with user_errors():
@@ -189,6 +191,8 @@ def evaluate_workdir(
     evaluator = evaluators.FidEvaluator(feature_fn, reference, num, batch_size, jpeg_quality, k=k)
 
     def sample_fn(key, n):
-        return model.sample(key, n, sampler=sampler, nfe=nfe, batch_size=batch_size)
+        return model.sample(
+            key, n, sampler=sampler, nfe=nfe, batch_size=batch_size, **(sampler_options or {})
+        )
 
     return evaluator.evaluate(sample_fn, jax.random.key(seed))

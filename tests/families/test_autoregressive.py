@@ -232,5 +232,8 @@ def test_fid_of_a_dctransformer_workdir(ar_workdir, tmp_path):
         feature_fn, dataset="synthetic", resolution=32, num=16, out=str(ref), batch_size=8,
         max_keep=16,
     )  # fmt: skip
-    out = evaluate.evaluate_workdir(str(ar_workdir), feature_fn, str(ref), num=8, batch_size=8)
+    out = evaluate.evaluate_workdir(
+        str(ar_workdir), feature_fn, str(ref), num=8, batch_size=8,
+        sampler_options={"temperature": 0.9, "max_chunks": 2},
+    )  # fmt: skip
     assert out["num_samples"] == 8 and np.isfinite(out["fid"]) and out["fid"] > 0
