@@ -135,10 +135,15 @@ def dctransformer_config(name: str, args: argparse.Namespace, workdir: str):
     rk = c.representation_kwargs
     rk.max_length = sparse_max_length(name, workdir, rk.block_size, rk.quality, rk.clip)
     c.model_kwargs.size = args.ar_size
-    c.total_steps = args.steps
     # the quickstart's 100-step warm-up (1/6 of its 600 steps), shorter for shorter runs (the
     # cosine decay needs total steps > warm-up)
     c.optim.warmup_steps = min(c.optim.warmup_steps, args.steps // 6)
+    return run_settings(c, args)
+
+
+def run_settings(c, args: argparse.Namespace):
+    """Every kind: --steps, a checkpoint halfway, one grid at the end, no eval, --batch_size."""
+    c.total_steps = args.steps
     c.checkpoint_every = max(args.steps // 2, 1)
     c.sample_every = args.steps
     c.log_every = 100
@@ -170,14 +175,7 @@ def model_config(name: str, kind: str, args: argparse.Namespace, workdir: str):
         c.model = "uvit"
         c.representation_kwargs.stats = dct_stats_file(name, workdir)
     c.model_kwargs.update(embed_dim=args.embed_dim, depth=args.depth, num_heads=4)
-    c.total_steps = args.steps
-    c.checkpoint_every = max(args.steps // 2, 1)
-    c.sample_every = args.steps
-    c.log_every = 100
-    c.eval.every = 0
-    if args.batch_size:
-        c.batch_size = args.batch_size
-    return c
+    return run_settings(c, args)
 
 
 def train(name: str, kind: str, args: argparse.Namespace) -> tuple[str, float]:
