@@ -97,7 +97,7 @@ TINY_FLAGS["flow"] = TINY_FLAGS["diffusion"]
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_resume_after_kill_is_bitwise(tmp_path, family):
     make_config, config_file = FAMILIES[family][:2]
-    total = 60
+    total = 30  # killed after checkpoint 10 of 30, resumed to 30
     base = make_config(total_steps=total, checkpoint_every=5, log_every=5, sample_every=0)
     ref = loop.train_and_evaluate(base, str(tmp_path / "ref"))
     work = tmp_path / "killed"
