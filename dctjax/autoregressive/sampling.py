@@ -471,11 +471,11 @@ def sample_sequences(
                         ctx["input_value"][:, o])  # fmt: skip
 
         def step_cond(c):
-            j, _, _, st, _, _ = c
+            j, _, _, st, _ = c
             return (j < t) & jnp.any(st.active)
 
         def step_body(c):
-            j, chunk, prev, st, buf_record, _ = c
+            j, chunk, prev, st, buf_record = c
             e = st.offset + (j - o) + 1  # the element this step produces, u_e
             forced = e <= st.buffer.count
             at = jnp.minimum(e - 1, size - 1)
@@ -532,10 +532,10 @@ def sample_sequences(
                 jnp.where(is_stop, vocab.pad_position, elem.position),
                 jnp.where(is_stop, vocab.pad_value, elem.value),
             )
-            return j + 1, chunk, nxt, st, buf_record, None
+            return j + 1, chunk, nxt, st, buf_record
 
-        init = (jnp.asarray(o, jnp.int32), chunk, prev, state, record, None)
-        _, _, _, state, record, _ = jax.lax.while_loop(step_cond, step_body, init)
+        init = (jnp.asarray(o, jnp.int32), chunk, prev, state, record)
+        _, _, _, state, record = jax.lax.while_loop(step_cond, step_body, init)
         state = state._replace(offset=state.offset + n_c, chunks=state.chunks + 1)
         return state, record
 
