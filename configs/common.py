@@ -374,3 +374,118 @@ def apply_dctransformer_variant(
             raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
         c[key] = value
     return c
+
+
+# Spectrum Matching's autoencoders (spec spectral.md §4.2-§4.4): the three recipes of [SM-code].
+AUTOENCODER_RECIPES = {
+    # SD-VAE: L1 + 0.5 LPIPS + GAN (from step 50,001) + KL 1e-6
+    "sdvae": dict(kl_weight=1e-6, esm=dict(weight=0.0), dsm=dict(enabled=False)),
+    # ESM-AE (branch SDVAE_and_ESM): the KL replaced by the ESM loss, weight 0.01, delta 1
+    "esm": dict(kl_weight=0.0, esm=dict(weight=0.01), dsm=dict(enabled=False)),
+    # DSM (branch DSM): shared anti-diagonal masking of image and latent, k ~ U{0, 8, 10, 12}
+    "dsm": dict(kl_weight=1e-6, esm=dict(weight=0.0), dsm=dict(enabled=True)),
+    # a plain autoencoder: reconstruction (+ LPIPS/GAN) only
+    "plain": dict(kl_weight=0.0, esm=dict(weight=0.0), dsm=dict(enabled=False)),
+}
+
+
+def autoencoder_config(
+    *,
+    name: str,
+    dataset: str,
+    resolution: int,
+    size: str,
+    batch_size: int,
+    total_steps: int,
+    recipe: str = "sdvae",
+    seed: int = 0,
+    prepare_hint: str = "",
+) -> ml_collections.ConfigDict:
+    """An SD-VAE-style autoencoder (the `autoencoder` family) with one of AUTOENCODER_RECIPES:
+    AdamW lr 5e-5, betas (0.9, 0.999), weight decay 0.005, gradient clip 1.0, no warm-up, the
+    same optimiser for the PatchGAN discriminator, no EMA (spec §4.2)."""
+    c = ml_collections.ConfigDict()
+    c.name = name
+    c.family = "autoencoder"
+    c.seed = seed
+    c.dataset = dict(
+        name=dataset, split="train", data_dir=None, num_classes=0,
+        prepare_hint=prepare_hint, num_examples=None,
+    )  # fmt: skip
+    c.resolution = resolution
+    c.representation = "pixels"
+    c.representation_kwargs = {}
+    c.model = "autoencoder"
+    c.model_kwargs = dict(size=size)
+    c.dtype = "float32"
+    c.autoencoder = dict(
+        l1_weight=1.0, lpips_weight=0.5, lpips_weights=None, kl_weight=1e-6,
+        esm=dict(weight=0.0, delta=1.0, num_bins=16),
+        dsm=dict(enabled=False, ks=(0, 8, 10, 12), block_size=8),
+        gan=dict(enabled=True, weight=0.5, start=50_001, loss="hinge", ndf=64, n_layers=3,
+                 optim=None),
+    )  # fmt: skip
+    set_autoencoder_recipe(c, recipe)
+    c.batch_size = batch_size
+    c.total_steps = total_steps
+    c.optim = dict(
+        lr=5e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.005, warmup_steps=0,
+        grad_clip_norm=1.0,
+    )  # fmt: skip
+    c.ema_decay = 0.0  # no EMA: the sampled (encoded/decoded) weights are the trained ones
+    c.mesh = dict(data=-1, fsdp=1, param_strategy="replicate")
+    c.input = dict(worker_count=2, random_flip=True)
+    c.log_every = 100
+    c.checkpoint_every = 10_000
+    c.keep_checkpoints = 3
+    c.sample_every = 0  # no prior-sample grids; reconstruction metrics below
+    c.sample = dict(num=16, task=None)
+    # held-out reconstruction metrics (PSNR, L1, latent std and PSD slope)
+    c.eval = dict(every=10_000, start=0, split="test", num_images=256, batch_size=32)
+    c.init_from = None
+    return c
+
+
+def set_autoencoder_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
+    if recipe not in AUTOENCODER_RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; use one of {sorted(AUTOENCODER_RECIPES)}.")
+    r = AUTOENCODER_RECIPES[recipe]
+    c.autoencoder.kl_weight = r["kl_weight"]
+    c.autoencoder.esm.weight = r["esm"]["weight"]
+    c.autoencoder.dsm.enabled = r["dsm"]["enabled"]
+    c.recipe = recipe
+
+
+def apply_autoencoder_variant(
+    c: ml_collections.ConfigDict, arg: str | None
+) -> ml_collections.ConfigDict:
+    """Variants: a recipe name (`sdvae`, `esm`, `dsm`, `plain`), `nogan`, `nolpips` (offline),
+    `runlocal` (a seconds-long smoke run), `size=...` and top-level key=value fields."""
+    v = parse_variant(arg)
+    for recipe in AUTOENCODER_RECIPES:
+        if v.pop(recipe, False):
+            set_autoencoder_recipe(c, recipe)
+    if v.pop("nogan", False):
+        c.autoencoder.gan.enabled = False
+    if v.pop("nolpips", False):
+        c.autoencoder.lpips_weight = 0.0
+    if v.pop("runlocal", False):
+        c.model_kwargs = dict(size="T")
+        c.resolution = 32
+        c.dataset.name = "synthetic"
+        c.dataset.num_examples = 512
+        c.autoencoder.lpips_weight = 0.0
+        c.autoencoder.gan.update(ndf=8, n_layers=2, start=10)
+        c.batch_size = 8
+        c.total_steps = 20
+        c.log_every = 5
+        c.checkpoint_every = 10
+        c.input.worker_count = 0
+        c.eval.update(every=0, num_images=16, batch_size=8)
+    if "size" in v:
+        c.model_kwargs.size = v.pop("size")
+    for key, value in v.items():
+        if key not in c:
+            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
+        c[key] = value
+    return c

@@ -11,11 +11,13 @@ per-example and random).
 | `pixels`     | float32 image in [-1, 1], (N, H, W, 3)                | pixel U-ViT, JiT + SF       |
 | `dct_tokens` | float32 (N, (H/2B)(W/2B), 6*low_freqs), scaled by eta | DCTdiff                     |
 | `sparse_dct` | (channel, position, value) + STOP, padded, with mask  | DCTransformer               |
+| `latents`    | float32 (N, h, w, C): a frozen autoencoder's, scaled  | latent U-ViT / DiT          |
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -78,6 +80,7 @@ def _to_dict(value: Any) -> Any:
 def resolve_config(config: Any) -> Any:
     """A copy of `config` whose statistics file (`representation_kwargs.stats` naming a JSON) is
     replaced by its contents, so a run's saved config needs no outside file to be sampled."""
+    config = _resolve_measured(config)
     kw = config.get("representation_kwargs") or {}
     stats = kw.get("stats") if hasattr(kw, "get") else None
     if not (isinstance(stats, str) and stats.endswith(".json")):
@@ -86,6 +89,19 @@ def resolve_config(config: Any) -> Any:
     resolved["source"] = resolved.get("source") or stats
     d = config.to_dict()
     d["representation_kwargs"]["stats"] = resolved
+    return type(config)(d)
+
+
+def _resolve_measured(config: Any) -> Any:
+    """A copy of `config` with what its representation measured on data (`resolved_kwargs`)."""
+    cls = _REGISTRY.get(config.representation)
+    if cls.resolved_kwargs is Representation.resolved_kwargs:
+        return config
+    extra = from_config(config).resolved_kwargs()
+    if not extra:
+        return config
+    d = config.to_dict()
+    d.setdefault("representation_kwargs", {}).update(extra)
     return type(config)(d)
 
 
@@ -113,6 +129,10 @@ class Representation:
     def loss_weights(self) -> np.ndarray | None:
         """Per-feature loss weights broadcastable against `x`, or None for unit weights."""
         return None
+
+    def resolved_kwargs(self) -> dict[str, Any]:
+        """Arguments measured on data that a saved config should hold (none by default)."""
+        return {}
 
 
 @register("pixels")
@@ -321,3 +341,121 @@ class SparseDCT(Representation):
             p_min=self.p_min,
             chroma_start=chroma_start,
         )
+
+
+@functools.cache
+def _autoencoder(workdir: str, step: int | None) -> tuple[Any, Any]:
+    """(TrainedModel, params) of an autoencoder workdir, loaded once per process."""
+    from dctjax.sampling import load_workdir_sampler  # the sampler imports this module
+
+    sampler = load_workdir_sampler(workdir, step)
+    if sampler.model.family.name != "autoencoder":
+        raise ValueError(
+            f"representation 'latents' needs an autoencoder workdir; {workdir} holds a "
+            f"{sampler.model.family.name!r} run."
+        )
+    return sampler.model, sampler.params
+
+
+@functools.cache
+def _latent_moments(workdir: str, step: int | None, num: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of the posterior means of the autoencoder's first `num` training
+    images (its own config's dataset and split)."""
+    import jax
+
+    from dctjax.train.loop import open_source
+
+    model, params = _autoencoder(workdir, step)
+    source = open_source(model.config)
+    n = min(int(num), len(source))
+    rep = model.representation
+    encode = jax.jit(lambda p, u: model.module(p).encode(rep.encode(u))[0])
+    sums, sq, count = 0.0, 0.0, 0
+    for i in range(0, n, 64):
+        images = np.stack([np.asarray(source[j]["image"]) for j in range(i, min(i + 64, n))])
+        z = np.asarray(encode(params, images), np.float64).reshape(-1, _latent_shape(model)[-1])
+        sums, sq, count = sums + z.sum(0), sq + (z**2).sum(0), count + z.shape[0]
+    mean = sums / count
+    std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
+    return mean, std
+
+
+def _latent_shape(model: Any) -> tuple[int, ...]:
+    """(h, w, C) of an autoencoder model's latents."""
+    import jax
+
+    abstract = model.module(jax.eval_shape(model.init_fn, jax.random.key(0)))
+    return tuple(int(v) for v in abstract.latent_shape)
+
+
+@register("latents")
+@dataclasses.dataclass(frozen=True)
+class Latents(Representation):
+    """A frozen autoencoder's latents (latent diffusion; DCTdiff's "UViT (latent)" baseline).
+
+    x = (mean(E(u / 127.5 - 1)) - shift) * scale per channel, (N, h, w, C); decode runs the decoder
+    on x / scale + shift. autoencoder: the autoencoder's training workdir; step: its checkpoint
+    (None: the latest). shift, scale: per-channel (C,) values; None measures them on the first
+    `stats_examples` images of the autoencoder's training data (mean and 1 / std of the posterior
+    means, the per-channel form of latent diffusion's scale factor), and a run's saved config holds
+    the measured values. The posterior mean is encoded (latent diffusion samples the posterior; the
+    mean is deterministic and, at kl_weight 1e-6, equal to a sample up to ~1e-3).
+    """
+
+    autoencoder: str = ""
+    step: int | None = None
+    shift: tuple[float, ...] | None = None
+    scale: tuple[float, ...] | None = None
+    stats_examples: int = 1024
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.autoencoder:
+            raise ValueError(
+                "representation 'latents' needs representation_kwargs.autoencoder=WORKDIR, an "
+                "autoencoder run (configs/autoencoder_quickstart.py trains one on a CPU)."
+            )
+        for name in ("shift", "scale"):
+            v = getattr(self, name)
+            if v is not None:
+                object.__setattr__(self, name, tuple(float(x) for x in v))
+        model, _ = _autoencoder(str(self.autoencoder), self.step)
+        if int(model.config.resolution) != self.resolution:
+            raise ValueError(
+                f"the autoencoder in {self.autoencoder} was trained at {model.config.resolution} "
+                f"px, the run's resolution is {self.resolution}; set resolution to match."
+            )
+        c = _latent_shape(model)[-1]
+        for name in ("shift", "scale"):
+            v = getattr(self, name)
+            if v is not None and len(v) != c:
+                raise ValueError(
+                    f"representation_kwargs.{name} must have {c} values, got {len(v)}."
+                )
+        if self.shift is None or self.scale is None:  # measured now, never inside a trace
+            mean, std = _latent_moments(str(self.autoencoder), self.step, int(self.stats_examples))
+            if self.shift is None:
+                object.__setattr__(self, "shift", tuple(float(v) for v in mean))
+            if self.scale is None:
+                object.__setattr__(self, "scale", tuple(float(v) for v in 1.0 / std))
+
+    def _parts(self) -> tuple[Any, Any, jnp.ndarray, jnp.ndarray]:
+        model, params = _autoencoder(str(self.autoencoder), self.step)
+        return model, params, jnp.asarray(self.shift), jnp.asarray(self.scale)
+
+    def encode(self, images: jnp.ndarray) -> jnp.ndarray:
+        _checks.check_images(images)
+        model, params, shift, scale = self._parts()
+        mean, _ = model.module(params).encode(model.representation.encode(images))
+        return (mean.astype(jnp.float32) - shift) * scale
+
+    def decode(self, x: jnp.ndarray) -> jnp.ndarray:
+        model, params, shift, scale = self._parts()
+        return model.representation.decode(model.module(params).decode(x / scale + shift))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return _latent_shape(_autoencoder(str(self.autoencoder), self.step)[0])
+
+    def resolved_kwargs(self) -> dict[str, Any]:
+        return {"shift": list(self.shift), "scale": list(self.scale)}

@@ -12,6 +12,11 @@ DCTransformer runs (the autoregressive family) take --temperature, --top_k, --to
     python launch/sample.py --workdir=runs/imagenet --upsample=lowres/ --out=upsampled/
     python launch/sample.py --workdir=runs/openimages --colorize=grey.npz --format=npz --out=c.npz
 
+Autoencoder runs (the autoencoder family) reconstruct a folder or .npz of images with
+--reconstruct=DIR (without it they decode latents drawn from the N(0, I) prior):
+
+    python launch/sample.py --workdir=runs/ae_quickstart --reconstruct=images/ --out=rec.png
+
 --upsample keeps the first DCT channel of Y, Cb and Cr of each image (B x downsampled content) and
 samples the rest; --colorize keeps the Y plane and samples the chroma. Each takes a folder of
 images (sorted by name; centre-cropped and resized to the model's resolution) or an .npz with
@@ -54,6 +59,7 @@ flags.DEFINE_bool("masks", None, "DCTransformer: validity masks (default on; --n
 flags.DEFINE_integer("max_chunks", None, "DCTransformer: most chunks per sample.")
 flags.DEFINE_string("upsample", None, "DCTransformer: folder or .npz of images to upsample.")
 flags.DEFINE_string("colorize", None, "DCTransformer: folder or .npz of images to colorize.")
+flags.DEFINE_string("reconstruct", None, "Autoencoder: folder or .npz of images to reconstruct.")
 FLAGS = flags.FLAGS
 
 
@@ -153,15 +159,21 @@ def main(argv):
 
     if FLAGS.num < 1:
         raise app.UsageError("--num must be >= 1.")
-    if FLAGS.upsample and FLAGS.colorize:
-        raise app.UsageError("--upsample and --colorize are two tasks; give one.")
+    tasks = [
+        (name, path)
+        for name, path in (
+            ("upsample", FLAGS.upsample), ("colorize", FLAGS.colorize),
+            ("reconstruct", FLAGS.reconstruct),
+        )
+        if path
+    ]  # fmt: skip
+    if len(tasks) > 1:
+        raise app.UsageError("--upsample, --colorize and --reconstruct are tasks; give one.")
     with user_errors():
         kwargs = json.loads(FLAGS.sampler_kwargs) if FLAGS.sampler_kwargs else {}
         sampler = load_workdir_sampler(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.ema)
         num, context, context_labels = FLAGS.num, None, None
-        task, path = (
-            ("upsample", FLAGS.upsample) if FLAGS.upsample else ("colorize", FLAGS.colorize)
-        )
+        task, path = tasks[0] if tasks else (None, None)
         if path:
             context, context_labels = load_context(path, sampler.resolution)
             num = FLAGS.num if FLAGS["num"].present else len(context)

@@ -65,3 +65,17 @@ def ar_workdir(tmp_path_factory):
     st = loop.train_and_evaluate(c, str(workdir))
     assert int(st.step) == 4
     return workdir
+
+
+@pytest.fixture(scope="session")
+def ae_workdir(tmp_path_factory):
+    """4 steps of the tiny autoencoder (L1 + KL + ESM, GAN from step 2), held-out reconstruction
+    metrics at step 4."""
+    from dctjax.train import loop
+    from tests.helpers import tiny_ae_config
+
+    workdir = tmp_path_factory.mktemp("ae_run")
+    c = tiny_ae_config()
+    c.eval.update(every=4, num_images=8, batch_size=8)
+    loop.train_and_evaluate(c, str(workdir))
+    return workdir

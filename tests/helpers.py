@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from configs import dctransformer_quickstart, jit_quickstart, quickstart
+from configs import autoencoder_quickstart, dctransformer_quickstart, jit_quickstart, quickstart
 
 
 def tiny_config(**overrides):
@@ -21,6 +21,20 @@ def tiny_ar_config(**overrides):
     c = dctransformer_quickstart.get_config("runlocal")
     c.total_steps = 4
     c.optim.warmup_steps = 1
+    c.checkpoint_every = 2
+    c.log_every = 2
+    c.keep_checkpoints = 10
+    return _apply(c, overrides)
+
+
+def tiny_ae_config(**overrides):
+    """The autoencoder quickstart's `runlocal` variant: 32 px shapes to 16x16x4 latents (size 'T'),
+    L1 + KL, the ESM loss and a PatchGAN (ndf 8, 2 layers) from step 2, 4 steps."""
+    c = autoencoder_quickstart.get_config("runlocal,gan,esm")
+    c.autoencoder.kl_weight = 1e-6
+    c.autoencoder.gan.start = 2
+    c.dataset.num_examples = 64
+    c.total_steps = 4
     c.checkpoint_every = 2
     c.log_every = 2
     c.keep_checkpoints = 10

@@ -1,4 +1,5 @@
-"""Spectral tools: windowed DCT, Spectral Forcing low-pass, RAPSD, DSM masking, DCT upsampling.
+"""Spectral tools: windowed DCT, Spectral Forcing low-pass, RAPSD, Spectrum Matching (ESM loss,
+DSM masking), DCT upsampling.
 
 All image functions are pure jnp, batch-first NHWC, jit- and vmap-able. Transforms use the
 orthonormal DCT-II in matrix form (`dct.dct_matrix`, precision=HIGHEST), computed in at least
@@ -19,14 +20,22 @@ from dctjax.codec import _checks
 from dctjax.codec.dct import dct_matrix
 
 __all__ = [
+    "ESMTerms",
     "RAPSD",
     "SF_SCHEDULES",
     "RAPSD_TRANSFORMS",
     "antidiagonal_mask",
     "dct_upsample",
     "dsm_lowpass",
+    "esm_bins",
+    "esm_distribution",
+    "esm_loss",
+    "esm_spectrum",
+    "esm_terms",
+    "gaussian_blur",
     "radial_frequency",
     "rapsd",
+    "resize_bicubic",
     "sf_cutoff",
     "sf_mask",
     "spectral_forcing",
@@ -460,3 +469,275 @@ def dct_upsample(x: jnp.ndarray, block_size: int = 4) -> jnp.ndarray:
     a = _upsample_matrix64(b)
     out = _apply_rows_cols(_to_windows(jnp.asarray(x, dt), b, b), a, a)
     return _from_windows(out).astype(x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# ESM: Encoding Spectrum Matching loss (spec §4.3, reference `utils_DCT.py::latent_spectral_reg_dct`)
+# ------------------------------------------------------------------------------------------------
+
+# The reference skips the anti-alias blur when the latent is this size (its f8 -> 32 x 32 case).
+ESM_NO_BLUR_SIZE = 32
+_CUBIC_A = -0.75  # PyTorch's bicubic coefficient (jax.image.resize uses -0.5 and antialiasing).
+
+
+def _canon(dtype):
+    """The dtype jax will actually use (float64 -> float32 unless x64 is enabled), so NumPy
+    float64 inputs do not warn."""
+    return jax.dtypes.canonicalize_dtype(dtype)
+
+
+def _check_odd_size(size) -> int:
+    if (
+        isinstance(size, bool)
+        or not isinstance(size, int | np.integer)
+        or size < 1
+        or size % 2 == 0
+    ):
+        raise ValueError(f"size must be a positive odd int, got {size!r}.")
+    return int(size)
+
+
+def _check_out_hw(out_hw) -> tuple[int, int]:
+    if not isinstance(out_hw, tuple | list) or len(out_hw) != 2:
+        raise ValueError(f"out_hw must be a pair (height, width), got {out_hw!r}.")
+    return _check_pos_int(out_hw[0], "out_hw[0]"), _check_pos_int(out_hw[1], "out_hw[1]")
+
+
+@functools.cache
+def _gaussian_matrix64(n: int, size: int, sigma: float) -> np.ndarray:
+    """(n, n) 1-D normalised Gaussian blur with zero padding: y = G x.
+
+    The reference's 2-D kernel exp(-(i^2 + j^2) / 2 sigma^2) / sum factorises exactly into the outer
+    product of this 1-D kernel with itself, so blurring rows then columns equals its conv2d.
+    """
+    half = size // 2
+    taps = np.arange(-half, half + 1, dtype=np.float64)
+    g = np.exp(-(taps**2) / (2.0 * sigma**2))
+    g /= g.sum()
+    off = np.subtract.outer(np.arange(n), np.arange(n))  # off[i, j] = i - j: input j feeds output i
+    m = np.where(np.abs(off) <= half, g[np.clip(half - off, 0, size - 1)], 0.0)
+    m.setflags(write=False)
+    return m
+
+
+def _cubic_weights(t: np.ndarray) -> np.ndarray:
+    """(len(t), 4) cubic-convolution weights for taps floor(src) - 1 .. floor(src) + 2 (A = -0.75)."""
+    a = _CUBIC_A
+
+    def near(d):  # |d| <= 1
+        return ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
+
+    def far(d):  # 1 < |d| < 2
+        return ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
+
+    return np.stack([far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)], axis=-1)
+
+
+@functools.cache
+def _bicubic_matrix64(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) PyTorch bicubic interpolation, align_corners=False, no antialias.
+
+    src = (dst + 0.5) * n_in / n_out - 0.5 (not clamped), taps at floor(src) - 1 .. + 2 with their
+    indices clamped to [0, n_in - 1] (border replicate), as ATen's upsample_bicubic2d does.
+    """
+    dst = np.arange(n_out, dtype=np.float64)
+    src = (dst + 0.5) * (n_in / n_out) - 0.5
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    t = np.clip(src - i0, 0.0, 1.0)
+    w = _cubic_weights(t)
+    m = np.zeros((n_out, n_in), np.float64)
+    rows = np.arange(n_out)
+    for k in range(4):
+        np.add.at(m, (rows, np.clip(i0 - 1 + k, 0, n_in - 1)), w[:, k])
+    m.setflags(write=False)
+    return m
+
+
+def _apply_hw(x: jnp.ndarray, a: np.ndarray, b: np.ndarray) -> jnp.ndarray:
+    """(N, H, W, C) -> (N, U, V, C): y = A x B^T per image and channel, in x's (float) dtype."""
+    return jnp.einsum(
+        "ui,vj,nijc->nuvc", jnp.asarray(a, x.dtype), jnp.asarray(b, x.dtype), x, precision=_HIGHEST
+    )
+
+
+def gaussian_blur(x: jnp.ndarray, size: int = 7, sigma: float = 1.2) -> jnp.ndarray:
+    """Depthwise 2-D Gaussian blur with zero padding: (N, H, W, C) -> (N, H, W, C).
+
+    Kernel k(i, j) = exp(-(i^2 + j^2) / (2 sigma^2)) / sum, i, j in -size//2..size//2, applied per
+    channel with padding size//2 of zeros (the reference's grouped conv2d), so borders darken.
+    """
+    x = _check_float_images(x)
+    size = _check_odd_size(size)
+    sigma = _checks.check_positive(sigma, "sigma")
+    _, h, w, _ = x.shape
+    xc = jnp.asarray(x, _canon(_compute_dtype(x.dtype)))
+    out = _apply_hw(
+        xc, _gaussian_matrix64(int(h), size, sigma), _gaussian_matrix64(int(w), size, sigma)
+    )
+    return out.astype(_canon(x.dtype))
+
+
+def resize_bicubic(x: jnp.ndarray, out_hw: tuple[int, int]) -> jnp.ndarray:
+    """PyTorch `F.interpolate(mode='bicubic', align_corners=False)`: (N, H, W, C) -> (N, h, w, C).
+
+    Cubic convolution with A = -0.75, source index (dst + 0.5) * H / h - 0.5, clamped (replicated)
+    border taps and no antialiasing, for down- and up-sizing; not `jax.image.resize` (A = -0.5,
+    antialiased). Separable: one interpolation matrix per axis.
+    """
+    x = _check_float_images(x)
+    oh, ow = _check_out_hw(out_hw)
+    _, h, w, _ = x.shape
+    xc = jnp.asarray(x, _canon(_compute_dtype(x.dtype)))
+    out = _apply_hw(xc, _bicubic_matrix64(int(h), oh), _bicubic_matrix64(int(w), ow))
+    return out.astype(_canon(x.dtype))
+
+
+@functools.cache
+def _esm_bins64(h: int, w: int, num_bins: int) -> np.ndarray:
+    # floor(nb r / r_max) in exact integer arithmetic: the largest k with k^2 R^2 <= nb^2 r^2.
+    r2 = np.add.outer(np.arange(h, dtype=np.int64) ** 2, np.arange(w, dtype=np.int64) ** 2)
+    big_r2 = (h - 1) ** 2 + (w - 1) ** 2
+    if big_r2 == 0:  # 1 x 1: the reference clamps r_max to 1, so everything is bin 0
+        out = np.zeros((h, w), np.int32)
+        out.setflags(write=False)
+        return out
+    k = np.floor(num_bins * np.sqrt(r2 / big_r2)).astype(np.int64)
+    k = np.where((k + 1) ** 2 * big_r2 <= num_bins**2 * r2, k + 1, k)
+    k = np.where(k**2 * big_r2 > num_bins**2 * r2, k - 1, k)
+    out = np.minimum(k, num_bins - 1).astype(np.int32)
+    out.setflags(write=False)
+    return out
+
+
+def esm_bins(h: int, w: int, num_bins: int = 16) -> np.ndarray:
+    """(h, w) int32 ESM radial bin of DCT coefficient (u, v) (spec §4.3 step 3).
+
+    r = sqrt(u^2 + v^2) with DC at (0, 0), r_max = sqrt((h-1)^2 + (w-1)^2),
+    bin = min(floor(num_bins r / r_max), num_bins - 1): DC in bin 0, the highest corner in the last.
+    """
+    h = _check_pos_int(h, "h")
+    w = _check_pos_int(w, "w")
+    num_bins = _check_pos_int(num_bins, "num_bins")
+    return _esm_bins64(h, w, num_bins).copy()
+
+
+def _esm_power_bins(x: jnp.ndarray, num_bins: int, eps: float) -> jnp.ndarray:
+    """x: (N, h, w, C) in a float compute dtype -> (N, num_bins) mean DCT power per radial bin."""
+    n, h, w, _ = x.shape
+    x = x - jnp.mean(x, axis=(1, 2), keepdims=True)
+    spec = _apply_hw(x, dct_matrix(h, np.float64), dct_matrix(w, np.float64))
+    power = jnp.maximum(jnp.mean(spec**2, axis=3), eps)  # (N, h, w)
+    power = power.at[:, 0, 0].set(0.0)  # DC zeroed but still counted in bin 0's mean
+    bins = _esm_bins64(h, w, num_bins).ravel()
+    onehot = np.zeros((h * w, num_bins), np.float64)
+    onehot[np.arange(h * w), bins] = 1.0
+    counts = np.maximum(onehot.sum(0), 1.0)
+    sums = jnp.einsum(
+        "np,pk->nk", power.reshape(n, h * w), jnp.asarray(onehot, x.dtype), precision=_HIGHEST
+    )
+    # The reference divides by (counts + eps), counts clamped to >= 1 (an empty bin gives 0).
+    return sums / jnp.asarray(counts + eps, x.dtype)
+
+
+def _check_eps(eps) -> float:
+    eps = _check_finite(eps, "eps")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}.")
+    return eps
+
+
+def esm_spectrum(x: jnp.ndarray, num_bins: int = 16, *, eps: float = 1e-8) -> jnp.ndarray:
+    """ESM radial DCT power spectrum (spec §4.3 steps 2-3): (N, h, w, C) -> (N, num_bins) float32+.
+
+    Per image: subtract each channel's spatial mean, full-size orthonormal 2-D DCT-II per channel,
+    power averaged over channels, clamped below at eps, DC set to 0, then the mean power per
+    `esm_bins` bin (DC counts in bin 0's mean; an empty bin is 0).
+    """
+    x = _check_float_images(x)
+    num_bins = _check_pos_int(num_bins, "num_bins")
+    eps = _check_eps(eps)
+    return _esm_power_bins(jnp.asarray(x, _canon(_compute_dtype(x.dtype))), num_bins, eps)
+
+
+def _check_delta(delta):
+    if hasattr(delta, "dtype") and not isinstance(delta, np.ndarray | np.generic):
+        return delta  # a jax array, possibly traced
+    return _check_finite(delta, "delta")
+
+
+def esm_distribution(s: jnp.ndarray, delta: float = 1.0, eps: float = 1e-8) -> jnp.ndarray:
+    """ESM band distribution (spec §4.3 steps 4-5): (..., num_bins) -> (..., num_bins), sums to ~1.
+
+    s_k <- s_k k^delta for k = 1..num_bins (delta = 0: no flattening), then log(1 + s + eps),
+    clamped >= 0, divided by (its sum over bins + eps), as the reference does.
+    """
+    s = jnp.asarray(s)
+    if s.ndim < 1:
+        raise ValueError("s must have a trailing bin axis, got a scalar.")
+    if not jnp.issubdtype(s.dtype, jnp.floating):
+        s = s.astype(jnp.float32)
+    delta = _check_delta(delta)
+    eps = _check_eps(eps)
+    k = jnp.arange(1, s.shape[-1] + 1, dtype=s.dtype)
+    s = s * jnp.power(k, jnp.asarray(delta, s.dtype))
+    s = jnp.maximum(jnp.log(s + eps + 1.0), 0.0)
+    return s / (jnp.sum(s, axis=-1, keepdims=True) + eps)
+
+
+def _esm_kl(p: jnp.ndarray, q: jnp.ndarray, eps: float) -> jnp.ndarray:
+    return jnp.mean(jnp.sum(p * (jnp.log(p + eps) - jnp.log(q + eps)), axis=-1))
+
+
+class ESMTerms(NamedTuple):
+    """ESM loss terms. loss: () KL(p_x || p_z) with the flattened target (the one to optimise).
+    loss_delta0: () the same with delta = 0 (raw image spectrum; the reference logs both).
+    p_x: (N, num_bins) flattened target distribution. p_z: (N, num_bins) latent distribution."""
+
+    loss: jnp.ndarray
+    loss_delta0: jnp.ndarray
+    p_x: jnp.ndarray
+    p_z: jnp.ndarray
+
+
+def esm_terms(
+    x: jnp.ndarray, z: jnp.ndarray, delta: float = 1.0, num_bins: int = 16, *, eps: float = 1e-8
+) -> ESMTerms:
+    """ESM loss and its logging terms (spec §4.3), jit-able and differentiable in x and z.
+
+    x: (N, H, W, Cx) image in [-1, 1]; z: (N, h, w, C) latent (the posterior sample). If h != 32, x
+    is blurred (`gaussian_blur`, 7, 1.2, zero padding); it is then always resized to (h, w) with
+    `resize_bicubic`. Both spectra go through `esm_spectrum`; the image's is flattened by k^delta and
+    the latent's is not (`esm_distribution`). KL(p_x || p_z) = sum_k p_x (log(p_x + eps) -
+    log(p_z + eps)), averaged over the batch.
+    """
+    x = _check_float_images(x, "x")
+    z = _check_float_images(z, "z")
+    if x.shape[0] != z.shape[0]:
+        raise ValueError(
+            f"x and z must have the same batch size, got {x.shape[0]} and {z.shape[0]}."
+        )
+    num_bins = _check_pos_int(num_bins, "num_bins")
+    delta = _check_delta(delta)
+    eps = _check_eps(eps)
+    _, big_h, big_w, _ = x.shape
+    _, h, w, _ = z.shape
+    ah, aw = _bicubic_matrix64(int(big_h), int(h)), _bicubic_matrix64(int(big_w), int(w))
+    if h != ESM_NO_BLUR_SIZE:  # blur then resize, folded into one (h, H) matrix per axis
+        ah = ah @ _gaussian_matrix64(int(big_h), 7, 1.2)
+        aw = aw @ _gaussian_matrix64(int(big_w), 7, 1.2)
+    dt = _canon(jnp.promote_types(jnp.promote_types(x.dtype, z.dtype), jnp.float32))
+    x_ds = _apply_hw(jnp.asarray(x, dt), ah, aw)
+    s_x = _esm_power_bins(x_ds, num_bins, eps)
+    s_z = _esm_power_bins(jnp.asarray(z, dt), num_bins, eps)
+    p_x = esm_distribution(s_x, delta, eps)
+    p_z = esm_distribution(s_z, 0.0, eps)
+    loss0 = _esm_kl(esm_distribution(s_x, 0.0, eps), p_z, eps)
+    return ESMTerms(loss=_esm_kl(p_x, p_z, eps), loss_delta0=loss0, p_x=p_x, p_z=p_z)
+
+
+def esm_loss(
+    x: jnp.ndarray, z: jnp.ndarray, delta: float = 1.0, num_bins: int = 16, *, eps: float = 1e-8
+) -> jnp.ndarray:
+    """ESM loss KL(p_x || p_z), a scalar: `esm_terms(...).loss`. x: (N, H, W, 3) image in [-1, 1],
+    z: (N, h, w, C) latent. delta = 1.0 is ESM-AE's flattening (1/f^2 -> 1/f); weight it 0.01."""
+    return esm_terms(x, z, delta, num_bins, eps=eps).loss

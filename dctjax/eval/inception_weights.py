@@ -364,9 +364,18 @@ def _offline_message(url: str, reason: Any) -> str:
     )
 
 
-def _download(url: str, directory: str) -> str:
-    """Downloads `url` to a temp file in `directory` and checks its sha256 prefix."""
-    expected = sha256_prefix(url)
+def _download(
+    url: str,
+    directory: str,
+    *,
+    offline_message: Callable[[str, Any], str] = _offline_message,
+    weights_flag: str = "--inception_weights",
+    sha256: str | None = None,
+) -> str:
+    """Downloads `url` to a temp file in `directory` and checks its sha256 (`sha256`, a prefix or
+    the full hex digest; default: the prefix in the file name). Offline: WeightsUnavailableError
+    with `offline_message(url, reason)`; a hash mismatch names `weights_flag` as the way out."""
+    expected = sha256 or sha256_prefix(url)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".pth")
     digest = hashlib.sha256()
     try:
@@ -377,7 +386,7 @@ def _download(url: str, directory: str) -> str:
                         digest.update(chunk)
                         f.write(chunk)
             except OSError as e:  # URLError, HTTPError, timeouts
-                raise WeightsUnavailableError(_offline_message(url, e)) from e
+                raise WeightsUnavailableError(offline_message(url, e)) from e
         actual = digest.hexdigest()
         if expected is None:
             logging.warning("%s names no sha256 prefix; not checking the download.", url)
@@ -385,7 +394,7 @@ def _download(url: str, directory: str) -> str:
             raise WeightsHashError(
                 f"The file downloaded from {url} has sha256 {actual}, which does not start with "
                 f"{expected}; it was deleted. Retry, or download it by hand and pass "
-                "--inception_weights=PATH."
+                f"{weights_flag}=PATH."
             )
         return tmp
     except BaseException:

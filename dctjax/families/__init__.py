@@ -4,7 +4,8 @@
 |-------------|-------------------------|----------------|-------------------------------|--------------------|
 | `diffusion` | `dct_tokens`, `pixels`  | U-ViT, DiT     | VP-SDE eps/x0/v               | DPM-Solver, Euler  |
 | `flow`      | `pixels`                | JiT (+ SF)     | rectified flow, x-pred v-loss | Heun/Euler + CFG   |
-| `autoregressive` | `sparse_dct`       | DCTransformer  | chunked cross-entropy         | (next part)        |
+| `autoregressive` | `sparse_dct`       | DCTransformer  | chunked cross-entropy         | chunked, KV-cached |
+| `autoencoder` | `pixels`              | SD-VAE-style AE | L1/LPIPS/GAN + KL, ESM, DSM  | reconstruct / prior|
 
 A family adds a module here and registers it; the train loop (`dctjax/train/loop.py`) and the
 sampler (`dctjax/sampling.py`) call it through `dctjax.families.base.Family` and never change.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dctjax.families.autoencoder import Autoencoder
 from dctjax.families.autoregressive import Autoregressive
 from dctjax.families.base import DataAccess, Family, TrainedModel, Training
 from dctjax.families.diffusion import Diffusion
@@ -24,6 +26,7 @@ FAMILIES: Registry[Family] = Registry("family")
 FAMILIES.register(Diffusion.name, Diffusion())
 FAMILIES.register(Flow.name, Flow())
 FAMILIES.register(Autoregressive.name, Autoregressive())
+FAMILIES.register(Autoencoder.name, Autoencoder())
 
 DEFAULT_FAMILY = "diffusion"
 

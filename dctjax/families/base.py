@@ -31,7 +31,7 @@ from dctjax import representations
 from dctjax.models import layers, make_model
 from dctjax.train import optim
 
-LossFn = Callable[[Any, Mapping[str, jax.Array], jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+LossFn = Callable[..., tuple[jax.Array, dict[str, jax.Array]]]  # (params, batch, key[, step])
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -60,6 +60,8 @@ class Training:
     (already on the devices); key is this step's key; metrics are float32 scalars averaged over
     the logging interval next to the loss.
     ema_decays: the first EMA is the one sampled from (`ema_params`); more decays are kept too.
+    loss_uses_step: True when loss_fn takes a 4th argument, the update's step (int32 scalar), for
+    losses that change with training time (e.g. a GAN term from a start step).
     finalize_metrics: maps the interval's averaged metrics (host floats) to the logged ones, e.g.
     ratios of two averaged sums; None logs them as they are.
     """
@@ -69,6 +71,7 @@ class Training:
     lr_schedule: optax.Schedule
     ema_decays: tuple[float, ...]
     finalize_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
+    loss_uses_step: bool = False
 
 
 class DataAccess:

@@ -7,6 +7,7 @@
 | `dit`           | `DiT`           | DCT tokens (N, T, F)        | T S B L XL                |
 | `jit`           | `JiT`           | pixels (N, H, W, 3)         | T S B L H 700M            |
 | `dctransformer` | `DCTransformer` | decoder slice + DCT image   | Table 3 columns, S, T     |
+| `autoencoder`   | `Autoencoder`   | pixels (N, H, W, 3)         | ldm_f16d16 ldm_f8d4 T     |
 
 Every model is called as `model(x, t, y=None)` with t in [0, 1] and returns float32 of x's shape
 (U-ViT and DiT form tau = 999 t themselves; JiT embeds t itself, t = 1 data, predicts x and also
@@ -14,6 +15,9 @@ takes `dropout_key=`). `input_shape` is the representation's per-example shape
 (`representation.shape`), e.g. `make_model('uvit', input_shape=rep.shape, size='S', rngs=...)`.
 The DCTransformer is the exception: it takes a chunk's fields (`chunking.make_chunk`) and returns
 channel, position and value logits; it is built from the codec's block size, grid and clip.
+The Autoencoder (LDM AutoencoderKL + optional PatchGAN) is the other one: `encode(x)` -> (mean,
+logvar), `decode(z)`, `model(x, key=None)` -> (reconstruction, mean, logvar, z); its sizes are
+(ch, downsampling factor, latent channels).
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from typing import Any
 
 from flax import nnx
 
+from dctjax.models import autoencoder
+from dctjax.models.autoencoder import Autoencoder
 from dctjax.models.dctransformer import DCTransformer, registry_sizes
 from dctjax.models.dit import DIT_SIZES, DiT
 from dctjax.models.jit import JIT_SIZES, JiT
@@ -97,3 +103,4 @@ register("uvit_pixel", UViT, UVIT_SIZES, patch_size=4)
 register("dit", DiT, DIT_SIZES)
 register("jit", JiT, JIT_SIZES)
 register("dctransformer", DCTransformer, registry_sizes())
+register("autoencoder", Autoencoder, autoencoder.registry_sizes())

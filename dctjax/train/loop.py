@@ -107,7 +107,8 @@ def make_train_step(
 
     def train_step(st: state_lib.TrainState, batch: dict) -> tuple[state_lib.TrainState, dict]:
         def loss_fn(params):
-            return training.loss_fn(params, batch, st.step_key())
+            extra = (st.step,) if training.loss_uses_step else ()
+            return training.loss_fn(params, batch, st.step_key(), *extra)
 
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
         new, norms = st.apply_gradients(grads, training.tx, training.ema_decays, log_norms)
