@@ -4,6 +4,8 @@ Every config file exposes `get_config(arg=None)`; `arg` is a variant string such
 'pixel,runlocal' or 'size=S,batch_size=64' selected with `--config=configs/x.py:VARIANT`.
   - `pixel`: the matching pixel-space U-ViT baseline (representation 'pixels', model 'uvit_pixel'),
     everything else equal: the paper's comparison is this one field apart.
+  - `latents=WORKDIR`: the latent U-ViT baseline on a frozen autoencoder run (the `latents`
+    representation, U-ViT with patch `latent_patch=2`, SNR scale 1 on standardised latents).
   - `runlocal`: a smoke-test size for a laptop (tiny model, small batch, few steps).
   - `key=value`: any top-level field (ints, floats and strings are parsed).
 """
@@ -131,6 +133,15 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
         c.representation_kwargs = {}
         c.model = "uvit_pixel"
         c.model_kwargs.patch_size = c.pixel_patch_size
+    if "latents" in v:  # DCTdiff's "UViT (latent)" baseline on a frozen autoencoder's latents
+        c.name = c.name.replace("dctdiff", "uvit_latent")
+        c.representation = "latents"
+        c.representation_kwargs = dict(autoencoder=str(v.pop("latents")))
+        c.model = "uvit_pixel"
+        c.model_kwargs.patch_size = int(v.pop("latent_patch", 2))
+        c.diffusion.snr_scale = 1.0  # standardised latents
+        if c.diffusion.loss_weighting == "representation":
+            c.diffusion.loss_weighting = "inverse_variance"  # unit weights: unit-variance latents
     if v.pop("runlocal", False):
         c.model_kwargs.size = "T"
         c.batch_size = 8

@@ -3,6 +3,7 @@
     python launch/analyze_spectrum.py --data=synthetic --num_images=256 --out=runs/spectrum
     python launch/analyze_spectrum.py --data=idx --resolution=32 --snr_scale=2 --out=runs/fmnist
     python launch/analyze_spectrum.py --data=/data/ffhq256_prepared --resolution=64 --out=runs/ffhq
+    python launch/analyze_spectrum.py --data=synthetic --autoencoder=runs/ae,runs/ae_esm --out=runs/ae
 
 --data is a tfds name, a folder prepared by launch/prepare_data.py, 'synthetic' or 'idx'
 (Fashion-MNIST). Images are scaled to [-1, 1] (x = u / 127.5 - 1), as the pixel model sees them.
@@ -11,6 +12,13 @@ and --snr_scale; the script compares RAPSD(x_t) with alpha_t^2 RAPSD(x0) + sigma
 full-image DCT), fits RAPSD(x0) ~ K f^-alpha and reports the crossover frequency above which noise
 dominates. It then box-downsamples the images by 2 and upsamples them back by nearest, bilinear,
 bicubic and DCT (--block_size), reporting PSNR and the high-band RAPSD log error.
+With --autoencoder=WORKDIR[,WORKDIR...] (trained `autoencoder` family runs) it also encodes the
+same images (read again at the autoencoder's resolution when that differs from theirs: the same
+indices, centre-cropped and resized by the data pipeline) and compares the RAPSD of the images
+with that of the posterior means (DCT if --transforms has it), each normalised to unit mean
+non-DC power on its own grid, with both power-law slopes, the ESM KL (delta 1 and 0) and the
+latents' per-channel std: key 'latent_spectra' of the JSON (one entry per autoencoder, named by
+the workdir's basename) and latent_spectra.png (all autoencoders overlaid).
 Writes DIR/spectrum.json (every figure; see dctjax.analysis.spectrum) and PNG plots in DIR.
 """
 
@@ -44,6 +52,10 @@ flags.DEFINE_list("transforms", ["dft", "dct"], "RAPSD transforms: dft and/or dc
 flags.DEFINE_list("fit_range", ["0.05", "0.4"], "Power-law fit range, cycles/pixel.")
 flags.DEFINE_integer("block_size", 4, "DCT upsampling block size B.")
 flags.DEFINE_integer("batch_size", 256, "Images per device batch.")
+flags.DEFINE_list(
+    "autoencoder", [], "Autoencoder workdir(s), comma-separated: adds their latent spectra."
+)
+flags.DEFINE_integer("ae_batch_size", 64, "Images per autoencoder encoding batch.")
 FLAGS = flags.FLAGS
 
 
@@ -52,6 +64,37 @@ def _floats(values, name):
         return [float(v) for v in values]
     except ValueError:
         raise ValueError(f"--{name} must be a list of numbers, got {','.join(values)}.") from None
+
+
+def _load_autoencoders(workdirs):
+    """{label: (workdir, sampler)} of the autoencoder workdirs, labelled by basename (made unique)."""
+    from dctjax.sampling import load_workdir_sampler
+
+    out = {}
+    for workdir in workdirs:
+        if not os.path.exists(workdir):
+            raise FileNotFoundError(f"--autoencoder: {workdir} does not exist.")
+        sampler = load_workdir_sampler(workdir)
+        family = sampler.model.family.name
+        if family != "autoencoder":
+            raise ValueError(
+                f"--autoencoder: {workdir} is a {family!r} run, not an 'autoencoder' one."
+            )
+        label = os.path.basename(os.path.normpath(workdir)) or workdir
+        base, i = label, 2
+        while label in out:
+            label, i = f"{base}_{i}", i + 1
+        out[label] = (workdir, sampler)
+    return out
+
+
+def _encoder(sampler):
+    """x in [-1, 1] -> the posterior means of the sampler's autoencoder, jitted."""
+    import jax
+
+    model, params = sampler.model, sampler.params
+    encode = jax.jit(lambda p, x: model.module(p).encode(x)[0])  # params as an argument, not
+    return lambda x: encode(params, x)  # constants folded into the program
 
 
 def main(argv):
@@ -69,6 +112,7 @@ def main(argv):
             FLAGS.data, FLAGS.split, data_dir=FLAGS.data_dir, resolution=FLAGS.resolution
         )
         images = spectrum.sample_images(source, FLAGS.num_images, FLAGS.seed, FLAGS.batch_size)
+        autoencoders = _load_autoencoders(FLAGS.autoencoder)
         results = spectrum.analyze(
             images,
             schedule,
@@ -81,6 +125,32 @@ def main(argv):
             seed=FLAGS.seed,
             batch_size=FLAGS.batch_size,
         )
+        latent = {}
+        transform = "dct" if "dct" in FLAGS.transforms else FLAGS.transforms[0]
+        for label, (workdir, sampler) in autoencoders.items():
+            res = sampler.config.resolution
+            ae_images = images
+            if images.shape[1:3] != (res, res):  # the same indices, at the AE's resolution
+                ae_source = sources.make_source(
+                    FLAGS.data, FLAGS.split, data_dir=FLAGS.data_dir, resolution=res
+                )
+                ae_images = spectrum.sample_images(
+                    ae_source, FLAGS.num_images, FLAGS.seed, FLAGS.batch_size
+                )
+            latent[label] = {
+                "workdir": os.path.abspath(workdir),
+                "step": sampler.step,
+                **spectrum.latent_spectra(
+                    ae_images,
+                    _encoder(sampler),
+                    None,  # each grid its own min(H, W) // 2 bins
+                    FLAGS.ae_batch_size,
+                    transform=transform,
+                    fit_range=tuple(fit_range),
+                ),
+            }
+        if latent:
+            results["latent_spectra"] = latent
     results = {"data": FLAGS.data, "split": FLAGS.split, **spectrum.to_json(results)}
     os.makedirs(FLAGS.out, exist_ok=True)
     json_path = os.path.join(FLAGS.out, "spectrum.json")
@@ -108,7 +178,19 @@ def main(argv):
             f"[upsample x2] {name:8s} PSNR {m['psnr_db']:.2f} dB  high-band |log10 RAPSD ratio| "
             f"{m['high_band_log10_error']:.3f} (bias {m['high_band_log10_bias']:+.3f})"
         )
+    for label, r in results.get("latent_spectra", {}).items():
+        img, lat = r["image"]["power_law"]["alpha"], r["latent"]["power_law"]["alpha"]
+        std = ", ".join(f"{v:.3f}" for v in r["latent"]["channel_std"])
+        print(
+            f"[latent {label}] {r['transform']} slope image {_opt(img)}, latent {_opt(lat)} "
+            f"{r['latent_shape']}; ESM KL {_opt(r['esm_kl'], 4)} (raw {_opt(r['esm_kl_raw'], 4)}); "
+            f"channel std {std}"
+        )
     print("wrote", json_path, *paths)
+
+
+def _opt(v, digits=3):
+    return "n/a" if v is None else f"{v:.{digits}f}"
 
 
 def _fmt(v, f0):

@@ -5,8 +5,11 @@
 writes spectra_<transform>.png (log RAPSD against log frequency for several t, measured x_t as
 solid lines, alpha_t^2 RAPSD(x0) + sigma_t^2 dashed, the flat noise floors sigma_t^2 dotted and the
 crossovers marked: the figure DCTdiff uses), crossover.png (crossover frequency against t),
-upsampling.png (RAPSD of each x2 upsampler against the original, and their PSNR) and, with
-examples, upsampling_examples.png.
+upsampling.png (RAPSD of each x2 upsampler against the original, and their PSNR), with
+examples, upsampling_examples.png and, when the results hold 'latent_spectra' (one entry per
+autoencoder, `spectrum.latent_spectra`), latent_spectra.png (image against latent normalised RAPSD
+with the fitted slopes, and the 16-bin ESM distributions p_x against p_z; all autoencoders
+overlaid).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 
 __all__ = [
     "plot_crossover",
+    "plot_latent_spectra",
     "plot_spectra",
     "plot_upsampling",
     "plot_upsampling_examples",
@@ -180,6 +184,100 @@ def plot_upsampling_examples(examples: dict[str, np.ndarray], path: str) -> str:
     return _save(fig, path)
 
 
+def _slope(law: dict[str, Any]) -> str:
+    return "n/a" if law["alpha"] is None else f"{law['alpha']:.2f}"
+
+
+def _num(v) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _nan(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], np.float64)
+
+
+def plot_latent_spectra(latent: dict[str, dict[str, Any]], path: str) -> str:
+    """Image against latent spectra of one or more autoencoders ({label: `latent_spectra` result,
+    JSON-ready}): normalised RAPSD in log-log with the fitted slopes, and the ESM distributions."""
+    fig = Figure(figsize=(12, 4.8))
+    ax, bx = fig.subplots(1, 2)
+    single = len(latent) == 1
+    # Draw the images' spectrum once per image shape, in black when every autoencoder saw the same.
+    shapes = {(tuple(r["image_shape"]), r["transform"]) for r in latent.values()}
+    drawn: set[tuple] = set()
+    for i, (label, r) in enumerate(latent.items()):
+        color = f"C{i}"
+        img, lat = r["image"], r["latent"]
+        key = (tuple(r["image_shape"]), r["transform"])
+        if key not in drawn:
+            drawn.add(key)
+            h, w, _ = r["image_shape"]
+            ax.loglog(
+                img["freqs"],
+                _positive(img["rapsd_normalized"]),
+                "-" if len(shapes) == 1 else "--",
+                color="k" if len(shapes) == 1 else color,
+                lw=2.2,
+                label=rf"image {h}x{w}, $\alpha$ = {_slope(img['power_law'])}",
+            )
+        h, w, c = r["latent_shape"]
+        ax.loglog(
+            lat["freqs"],
+            _positive(lat["rapsd_normalized"]),
+            "o-",
+            color=color,
+            ms=3,
+            label=rf"{label}: latent {h}x{w}x{c}, $\alpha$ = {_slope(lat['power_law'])}",
+        )
+        k = np.arange(1, len(r["esm_p_z"]) + 1)
+        prefix = "" if single else f"{label}: "
+        bx.plot(
+            k,
+            _nan(r["esm_p_x"]),
+            "s--",
+            color="k" if single else color,
+            ms=3,
+            lw=1,
+            label=rf"{prefix}image $p_x$ ($\delta$ = {r['esm_delta']:g}, the target)",
+        )
+        bx.plot(
+            k,
+            _nan(r["esm_p_x_raw"]),
+            ":",
+            color="0.5" if single else color,
+            lw=1,
+            label=rf"{prefix}image $p_x$ ($\delta$ = 0)",
+        )
+        bx.plot(
+            k,
+            _nan(r["esm_p_z"]),
+            "o-",
+            color=color,
+            ms=3,
+            label=f"{prefix}latent $p_z$: KL {_num(r['esm_kl'])} (raw {_num(r['esm_kl_raw'])})",
+        )
+    lo, hi = next(iter(latent.values()))["latent"]["power_law"]["f_range"]
+    ax.axvspan(lo, hi, color="0.93", zorder=0)
+    ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+    ax.set_xlabel("frequency (cycles / pixel of its own grid)")
+    ax.set_ylabel("power / mean non-DC power")
+    first = next(iter(latent.values()))
+    ax.set_title(
+        f"{first['transform'].upper()} RAPSD of the images and of the posterior means "
+        f"({first['num_images']} images)\nnormalised: a white spectrum is 1 (dotted); shaded: "
+        r"fit range of $K f^{-\alpha}$",
+        fontsize=9,
+    )
+    ax.legend(fontsize=7, loc="lower left")
+    _log_axes(ax)
+    bx.set_xlabel("ESM band k (radial DCT bins; the image resized to the latent grid)")
+    bx.set_ylabel("probability")
+    bx.set_title(r"ESM distributions: KL($p_x \| p_z$) is the ESM loss", fontsize=9)
+    bx.legend(fontsize=7)
+    bx.grid(True, alpha=0.2)
+    return _save(fig, path)
+
+
 def write_figures(
     results: dict[str, Any], out_dir: str, examples: dict[str, np.ndarray] | None = None
 ) -> list[str]:
@@ -194,5 +292,11 @@ def write_figures(
     if examples is not None:
         paths.append(
             plot_upsampling_examples(examples, os.path.join(out_dir, "upsampling_examples.png"))
+        )
+    if results.get("latent_spectra"):
+        paths.append(
+            plot_latent_spectra(
+                results["latent_spectra"], os.path.join(out_dir, "latent_spectra.png")
+            )
         )
     return paths

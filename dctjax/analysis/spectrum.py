@@ -24,6 +24,13 @@ cycles/pixel, power per coefficient, so white noise of variance s^2 has power s^
    cycles/pixel), with its sign (negative: too little high-frequency power). There is no
    classifier-feature Frechet distance: the FID Inception weights are not available offline, and
    on the few hundred small images this analysis uses an FD would be dominated by its bias.
+3. Latent spectra of an autoencoder (the Spectrum Matching picture, spec §4.3): `latent_spectra`
+   encodes the images (posterior means) and compares the RAPSD of the images with that of the
+   latents, each on its own grid (cycles per image pixel and per latent pixel, both 0 to ~0.7),
+   each normalised to unit mean power per non-DC coefficient (its variance after removing each
+   channel's mean: a white spectrum is 1 in every bin whatever the grid), with both power-law
+   slopes, and the ESM band distributions and KL (`spectral.esm_terms`, 16 bins): the image's
+   flattened p_x (delta = 1, the ESM-AE target) and raw (delta = 0) against the latent's p_z.
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ __all__ = [
     "crossover_frequency",
     "crossovers",
     "fit_power_law",
+    "latent_spectra",
     "noised_spectra",
     "predicted_crossover",
     "sample_images",
@@ -429,6 +437,152 @@ def _examples(x, block_size: int) -> dict[str, jnp.ndarray]:
         out[method] = upsample(low, method, block_size)
     return {
         k: jnp.round(jnp.clip((v + 1.0) * 127.5, 0, 255)).astype(jnp.uint8) for k, v in out.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------------
+# Latent spectra of an autoencoder (spec §4.3)
+# ------------------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("num_bins", "esm_bins", "transform"))
+def _latent_batch(x, z, delta, num_bins, esm_bins: int, transform: str):
+    """RAPSDs of x and z (each channel's mean removed per image) and the ESM terms of the batch."""
+    nb_x, nb_z = num_bins
+    rx = spectral.rapsd(x - jnp.mean(x, axis=(1, 2), keepdims=True), nb_x, transform)
+    rz = spectral.rapsd(z - jnp.mean(z, axis=(1, 2), keepdims=True), nb_z, transform)
+    terms = spectral.esm_terms(x, z, delta, esm_bins)
+    p_x_raw = spectral.esm_terms(x, z, 0.0, esm_bins).p_x
+    return rx, rz, terms, p_x_raw
+
+
+def _spectrum_entry(freqs, counts, power, fit_range) -> dict[str, Any]:
+    """One side of `latent_spectra`: the RAPSD, its normalised form and its power-law fit."""
+    counts = np.asarray(counts)
+    ok = np.isfinite(power) & (counts > 0)
+    variance = float(np.sum(power[ok] * counts[ok]) / np.sum(counts[ok]))
+    normalized = power / variance if variance > 0 else np.full_like(power, np.nan)
+    try:
+        fit = fit_power_law(freqs, normalized, fit_range)
+        law = {
+            "alpha": fit.alpha,
+            "k": fit.k,
+            "f_range": list(fit.f_range),
+            "num_bins": fit.num_bins,
+            "r2": fit.r2,
+        }
+    except ValueError:  # a grid too small for two bins in the fit range
+        law = {"alpha": None, "k": None, "f_range": list(fit_range), "num_bins": 0, "r2": None}
+    return {
+        "freqs": np.asarray(freqs, np.float64),
+        "counts": counts,
+        "rapsd": power,
+        "variance": variance,
+        "rapsd_normalized": normalized,
+        "power_law": law,
+    }
+
+
+def latent_spectra(
+    images: np.ndarray,
+    encode_fn,
+    num_bins: int | None = None,
+    batch_size: int = 64,
+    *,
+    transform: str = "dct",
+    fit_range: tuple[float, float] = DEFAULT_FIT_RANGE,
+    esm_delta: float = 1.0,
+    esm_num_bins: int = 16,
+) -> dict[str, Any]:
+    """Image against latent spectra of an autoencoder (spec §4.3), as a dict of numpy arrays and
+    floats (`to_json` makes it JSON-ready).
+
+    images: uint8 (N, H, W, C), encoded as x = u / 127.5 - 1 (`to_model_units`). encode_fn: x
+    (n, H, W, C) float32 in [-1, 1] -> the latent posterior means (n, h, w, c), or a tuple whose
+    first element they are (an `Autoencoder.encode`'s (mean, logvar)); called `batch_size` images
+    at a time. num_bins: radial bins of both RAPSDs (None: min(H, W) // 2 for the images and
+    min(h, w) // 2 for the latents; an int may leave empty, NaN, bins on a small latent grid).
+
+    Returns {'transform', 'num_images', 'image_shape', 'latent_shape', 'image', 'latent', 'esm_*'}:
+    'image' and 'latent' each hold 'freqs' (cycles per pixel of their own grid), 'counts',
+    'rapsd' (each channel's mean removed per image; the images in [-1, 1] units), 'variance' (the
+    mean power per non-DC coefficient), 'rapsd_normalized' (rapsd / variance: a white spectrum is
+    1) and 'power_law' (`fit_power_law` of the normalised RAPSD over `fit_range`: alpha, k, f_range,
+    num_bins, r2; None values when fewer than two bins fall in the range); 'latent' also
+    'channel_mean' and 'channel_std' (over all images and positions). The ESM figures
+    (`spectral.esm_terms` of the images and the posterior means, averaged over the images):
+    'esm_kl' (KL(p_x || p_z) with the flattened target, delta = `esm_delta`), 'esm_kl_raw'
+    (delta = 0), 'esm_p_x', 'esm_p_x_raw', 'esm_p_z' (the mean band distributions, esm_num_bins),
+    'esm_delta'.
+    """
+    x_all = to_model_units(images)
+    if x_all.shape[0] == 0:
+        raise ValueError("latent_spectra needs at least one image.")
+    if transform not in spectral.RAPSD_TRANSFORMS:
+        raise ValueError(f"transform={transform!r}; valid: {spectral.RAPSD_TRANSFORMS}.")
+    _checks.check_int_range(batch_size, "batch_size", 1, 1 << 20)
+    _checks.check_int_range(esm_num_bins, "esm_num_bins", 1, 1 << 20)
+    if num_bins is not None:
+        _checks.check_int_range(num_bins, "num_bins", 1, 1 << 20)
+    n = x_all.shape[0]
+    acc: dict[str, Any] = {}
+    latent_shape = None
+    for chunk in _chunks(x_all, batch_size):
+        z = encode_fn(jnp.asarray(chunk))
+        if isinstance(z, tuple | list):
+            z = z[0]
+        z = np.asarray(z, np.float32)
+        if z.ndim != 4 or z.shape[0] != chunk.shape[0]:
+            raise ValueError(
+                f"encode_fn must return (n, h, w, c) latents for n = {chunk.shape[0]} images, got "
+                f"shape {z.shape}."
+            )
+        if latent_shape is None:
+            latent_shape = z.shape[1:]
+            bins = tuple(
+                num_bins if num_bins is not None else max(min(s[:2]) // 2, 1)
+                for s in (x_all.shape[1:], latent_shape)
+            )
+        elif z.shape[1:] != latent_shape:
+            raise ValueError(
+                f"latent shapes differ between batches: {latent_shape}, {z.shape[1:]}."
+            )
+        rx, rz, terms, p_x_raw = _latent_batch(
+            chunk, z, np.float32(esm_delta), bins, esm_num_bins, transform
+        )
+        w = chunk.shape[0] / n
+        parts = {
+            "image": np.asarray(rx.power, np.float64) * w,
+            "latent": np.asarray(rz.power, np.float64) * w,
+            "esm_kl": float(terms.loss) * w,
+            "esm_kl_raw": float(terms.loss_delta0) * w,
+            "esm_p_x": np.asarray(terms.p_x, np.float64).sum(0) / n,
+            "esm_p_x_raw": np.asarray(p_x_raw, np.float64).sum(0) / n,
+            "esm_p_z": np.asarray(terms.p_z, np.float64).sum(0) / n,
+            "z_sum": z.astype(np.float64).sum(axis=(0, 1, 2)),
+            "z_sq": (z.astype(np.float64) ** 2).sum(axis=(0, 1, 2)),
+        }
+        for k, v in parts.items():
+            acc[k] = acc[k] + v if k in acc else v
+        grids = {"image": rx, "latent": rz}
+    count = n * latent_shape[0] * latent_shape[1]
+    mean = acc["z_sum"] / count
+    std = np.sqrt(np.maximum(acc["z_sq"] / count - mean**2, 0.0))
+    sides = {
+        name: _spectrum_entry(
+            np.asarray(grids[name].freqs), np.asarray(grids[name].counts), acc[name], fit_range
+        )
+        for name in ("image", "latent")
+    }
+    sides["latent"].update(channel_mean=mean, channel_std=std)
+    return {
+        "transform": transform,
+        "num_images": n,
+        "image_shape": list(x_all.shape[1:]),
+        "latent_shape": [int(v) for v in latent_shape],
+        **sides,
+        "esm_delta": float(esm_delta),
+        **{k: acc[k] for k in ("esm_kl", "esm_kl_raw", "esm_p_x", "esm_p_x_raw", "esm_p_z")},
     }
 
 

@@ -277,3 +277,102 @@ def test_script_user_mistake_exits_2(tmp_path):
     assert r.returncode == 2, r.stderr[-2000:]
     assert "error: --fit_range takes two numbers" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "x").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Latent spectra of an autoencoder (spec §4.3)
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_uint8(x: np.ndarray, std: float = 0.3) -> np.ndarray:
+    """Float images scaled to standard deviation `std` around 0, as uint8 (x = u / 127.5 - 1)."""
+    x = x / x.std() * std
+    return np.round(np.clip((x + 1.0) * 127.5, 0, 255)).astype(np.uint8)
+
+
+def _fourier_crop(x) -> np.ndarray:
+    """Ideal x1/2 decimation: keep the DFT coefficients |k| < N/4 per axis (a power law in cycles
+    per image pixel stays one, with the same slope, in cycles per latent pixel)."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[1]
+    spec = np.fft.fftshift(np.fft.fft2(x, axes=(1, 2), norm="ortho"), axes=(1, 2))
+    lo = n // 2 - n // 4
+    small = np.fft.ifftshift(spec[:, lo : lo + n // 2, lo : lo + n // 2], axes=(1, 2))
+    return np.real(np.fft.ifft2(small, axes=(1, 2), norm="ortho")).astype(np.float32)
+
+
+@pytest.mark.parametrize("transform", ["dct", "dft"])
+def test_latent_spectra_of_the_identity_encoder(transform):
+    # z = x at 32 px: the same spectra and slopes, and the ESM code neither blurs (h = 32) nor
+    # resizes (32 -> 32 bicubic is the identity), so the raw (delta = 0) KL vanishes.
+    u = _to_uint8(_power_law_images(6, 32, alpha=2.0, k=1.0, seed=5).repeat(3, axis=-1))
+    res = spectrum.latent_spectra(u, lambda x: x, batch_size=4, transform=transform)  # 2 chunks
+    assert res["image_shape"] == res["latent_shape"] == [32, 32, 3] and res["num_images"] == 6
+    for key in ("freqs", "counts", "rapsd", "rapsd_normalized"):
+        np.testing.assert_allclose(res["latent"][key], res["image"][key], rtol=1e-12)
+    assert res["latent"]["power_law"] == res["image"]["power_law"]
+    assert res["image"]["power_law"]["alpha"] > 1
+    assert abs(res["esm_kl_raw"]) < 1e-6 and res["esm_kl"] > 1e-3  # the delta = 1 target is flatter
+    np.testing.assert_allclose(res["esm_p_x_raw"], res["esm_p_z"], atol=1e-6)
+    for p in ("esm_p_x", "esm_p_x_raw", "esm_p_z"):
+        assert res[p].shape == (16,) and res[p].sum() == pytest.approx(1.0, abs=1e-5)
+    # Normalised: unit mean power per non-DC coefficient, the variance of the mean-removed images.
+    x = spectrum.to_model_units(u).astype(np.float64)
+    x -= x.mean(axis=(1, 2), keepdims=True)
+    img = res["image"]
+    assert img["variance"] == pytest.approx(np.sum(x**2) / (6 * 3 * (32 * 32 - 1)), rel=1e-4)
+    np.testing.assert_allclose(img["rapsd_normalized"], img["rapsd"] / img["variance"])
+    np.testing.assert_allclose(res["latent"]["channel_std"], x.std(axis=(0, 1, 2)), rtol=0.2)
+    json.dumps(spectrum.to_json(res), allow_nan=False)
+
+
+def test_latent_spectra_recover_the_power_law_on_both_grids():
+    for alpha in (1.5, 2.5):
+        u = _to_uint8(_power_law_images(16, 64, alpha=alpha, k=1.0, seed=6))
+        calls = []
+
+        def encode(x, calls=calls):
+            calls.append(x.shape)
+            z = _fourier_crop(x)
+            return np.concatenate([z, -z, 2 * z, z], axis=-1), None  # (mean, logvar)
+
+        res = spectrum.latent_spectra(u, encode, batch_size=16, transform="dft")
+        assert calls == [(16, 64, 64, 1)] and res["latent_shape"] == [32, 32, 4]
+        assert len(res["image"]["freqs"]) == 32 and len(res["latent"]["freqs"]) == 16
+        assert max(res["latent"]["freqs"]) < 0.71 and max(res["image"]["freqs"]) < 0.71
+        for side in ("image", "latent"):
+            assert res[side]["power_law"]["alpha"] == pytest.approx(alpha, abs=0.1), side
+        std = res["latent"]["channel_std"]
+        np.testing.assert_allclose(std / std[0], [1, 1, 2, 1], rtol=1e-5)
+    with pytest.raises(ValueError, match=r"\(n, h, w, c\)"):
+        spectrum.latent_spectra(u[:2], lambda x: x[0])
+
+
+def test_script_latent_spectra_of_an_autoencoder(ae_workdir, tmp_path):
+    # The analysis at 64 px, the autoencoder at 32 px: the same images are read again at 32 px.
+    # The workdir twice: two entries, the second label made unique.
+    out = tmp_path / "latent"
+    r = _script(
+        "--data=synthetic", f"--out={out}", "--num_images=6", "--ts=0,1", "--num_draws=1",
+        "--transforms=dct", "--resolution=64", f"--autoencoder={ae_workdir},{ae_workdir}",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(out / "spectrum.json") as f:
+        res = json.load(f, parse_constant=_no_constants)
+    assert res["image_shape"] == [64, 64, 3]
+    name = os.path.basename(str(ae_workdir))
+    assert list(res["latent_spectra"]) == [name, f"{name}_2"]
+    ls = res["latent_spectra"][name]
+    assert ls["image_shape"] == [32, 32, 3] and ls["latent_shape"] == [16, 16, 4]
+    assert ls["transform"] == "dct" and ls["num_images"] == 6 and ls["step"] == 4
+    for side in ("image", "latent"):
+        assert {"freqs", "rapsd", "rapsd_normalized", "variance", "power_law"} <= set(ls[side])
+        assert ls[side]["power_law"]["alpha"] is not None
+    assert len(ls["latent"]["channel_std"]) == 4 and ls["esm_kl"] >= 0 and ls["esm_kl_raw"] >= 0
+    assert len(ls["esm_p_x"]) == len(ls["esm_p_z"]) == 16
+    with open(out / "latent_spectra.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert f"[latent {name}]" in r.stdout and "ESM KL" in r.stdout
+    # A workdir that does not exist is a user's mistake.
+    r = _script("--data=synthetic", f"--out={tmp_path / 'y'}", f"--autoencoder={tmp_path / 'no'}")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr

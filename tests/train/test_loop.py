@@ -17,6 +17,7 @@ from flax import nnx
 
 from configs import dctdiff_afhq512
 from dctjax import families
+from dctjax.autoencoder import losses as ae_losses
 from dctjax.autoregressive import objectives as ar_objectives
 from dctjax.data import sources
 from dctjax.diffusion.generate import generate
@@ -24,7 +25,7 @@ from dctjax.families import diffusion as diffusion_family
 from dctjax.families import flow as flow_family
 from dctjax.train import checkpoint, loop, sharding
 from dctjax.train import state as state_lib
-from tests.helpers import ar_batch, tiny_ar_config, tiny_config, tiny_flow_config
+from tests.helpers import ar_batch, tiny_ae_config, tiny_ar_config, tiny_config, tiny_flow_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -84,12 +85,19 @@ FAMILIES = {
     "autoregressive": (
         tiny_ar_config, "configs/dctransformer_quickstart.py", ar_objectives, "chunk_loss",
     ),
+    "autoencoder": (
+        tiny_ae_config, "configs/autoencoder_quickstart.py", ae_losses, "l1_loss",
+    ),
 }  # fmt: skip
+# the config variant each family's tiny config starts from
+VARIANTS = {"autoencoder": "runlocal,gan,esm"}
 # command-line flags giving the runlocal variant the sizes of the FAMILIES' tiny configs
 TINY_FLAGS = {
     "diffusion": ["--config.model_kwargs.embed_dim=32", "--config.model_kwargs.depth=2",
                   "--config.model_kwargs.num_heads=2", "--config.dataset.num_examples=64"],
     "autoregressive": ["--config.optim.warmup_steps=1"],
+    "autoencoder": ["--config.autoencoder.kl_weight=1e-6", "--config.autoencoder.gan.start=2",
+                    "--config.dataset.num_examples=64"],
 }  # fmt: skip
 TINY_FLAGS["flow"] = TINY_FLAGS["diffusion"]
 
@@ -102,7 +110,8 @@ def test_resume_after_kill_is_bitwise(tmp_path, family):
     ref = loop.train_and_evaluate(base, str(tmp_path / "ref"))
     work = tmp_path / "killed"
     cmd = [
-        sys.executable, "launch/train.py", f"--config={config_file}:runlocal",
+        sys.executable, "launch/train.py",
+        f"--config={config_file}:{VARIANTS.get(family, 'runlocal')}",
         f"--workdir={work}", *TINY_FLAGS[family],
         f"--config.total_steps={total}", "--config.checkpoint_every=5", "--config.log_every=5",
         "--config.sample_every=0", "--config.keep_checkpoints=10",
@@ -130,8 +139,10 @@ def test_nan_guard_keeps_last_good_checkpoint(tmp_path, monkeypatch, family):
     real_loss = getattr(module, loss_name)
 
     def nan_loss(*args, **kwargs):
-        loss, aux = real_loss(*args, **kwargs)
-        return loss * jnp.nan, aux
+        out = real_loss(*args, **kwargs)
+        if isinstance(out, tuple):
+            return out[0] * jnp.nan, out[1]
+        return out * jnp.nan
 
     monkeypatch.setattr(module, loss_name, nan_loss)
     with pytest.raises(FloatingPointError, match=r"steps 3\.\.4: .*loss=nan"):
@@ -178,7 +189,7 @@ def test_compile_only_on_8_devices(tmp_path, family):
     "family,strategy,fsdp",
     [
         ("diffusion", "replicate", 1), ("diffusion", "fsdp", 2), ("flow", "fsdp", 2),
-        ("autoregressive", "fsdp", 2),
+        ("autoregressive", "fsdp", 2), ("autoencoder", "fsdp", 2),
     ],
 )  # fmt: skip
 def test_sharded_step_equals_single_device(family, strategy, fsdp):
