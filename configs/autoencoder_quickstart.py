@@ -33,8 +33,4 @@ def get_config(arg=None):
     c.log_every = 100
     c.checkpoint_every = 1000
     c.eval.update(every=1000, num_images=256, batch_size=64)
-    arg_v = common.parse_variant(arg)
-    if arg_v.pop("gan", False):
-        c.autoencoder.gan.enabled = True
-        arg = ",".join(f"{k}={v}" if v is not True else k for k, v in arg_v.items())
     return common.apply_autoencoder_variant(c, arg)

@@ -124,6 +124,20 @@ def dctdiff_config(
     return c
 
 
+def apply_fields(
+    c: ml_collections.ConfigDict, v: dict, arg: str | None
+) -> ml_collections.ConfigDict:
+    """The variant's `size=...` (the model size) and top-level `key=value` fields, the last step
+    of every config family's variant parser."""
+    if "size" in v:
+        c.model_kwargs.size = v.pop("size")
+    for key, value in v.items():
+        if key not in c:
+            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
+        c[key] = value
+    return c
+
+
 def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
     """Applies `pixel`, `runlocal` and key=value overrides (see the module docstring)."""
     v = parse_variant(arg)
@@ -154,13 +168,7 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
         c.sample.nfe = 5
         c.input.worker_count = 0
         c.eval.every = 0
-    if "size" in v:
-        c.model_kwargs.size = v.pop("size")
-    for key, value in v.items():
-        if key not in c:
-            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
-        c[key] = value
-    return c
+    return apply_fields(c, v, arg)
 
 
 def jit_config(
@@ -269,15 +277,9 @@ def apply_jit_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_colle
         c.sample.update(num=4, nfe=5)
         c.input.worker_count = 0
         c.eval.every = 0
-    if "size" in v:
-        c.model_kwargs.size = v.pop("size")
     if "patch" in v:
         c.model_kwargs.patch_size = int(v.pop("patch"))
-    for key, value in v.items():
-        if key not in c:
-            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
-        c[key] = value
-    return c
+    return apply_fields(c, v, arg)
 
 
 # [003] Table 3, by dataset: resolution, B, quality, clip, model size, batch, dropout, tokens.
@@ -378,13 +380,7 @@ def apply_dctransformer_variant(
         c.dataset.update(name="synthetic", num_examples=64, data_dir=None)
         if c.dataset.num_classes:
             c.dataset.num_classes = 4
-    if "size" in v:
-        c.model_kwargs.size = v.pop("size")
-    for key, value in v.items():
-        if key not in c:
-            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
-        c[key] = value
-    return c
+    return apply_fields(c, v, arg)
 
 
 # Spectrum Matching's autoencoders (spec spectral.md §4.2-§4.4): the three recipes of [SM-code].
@@ -470,12 +466,14 @@ def set_autoencoder_recipe(c: ml_collections.ConfigDict, recipe: str) -> None:
 def apply_autoencoder_variant(
     c: ml_collections.ConfigDict, arg: str | None
 ) -> ml_collections.ConfigDict:
-    """Variants: a recipe name (`sdvae`, `esm`, `dsm`, `plain`), `nogan`, `nolpips` (offline),
+    """Variants: a recipe name (`sdvae`, `esm`, `dsm`, `plain`), `gan` / `nogan`, `nolpips`,
     `runlocal` (a seconds-long smoke run), `size=...` and top-level key=value fields."""
     v = parse_variant(arg)
     for recipe in AUTOENCODER_RECIPES:
         if v.pop(recipe, False):
             set_autoencoder_recipe(c, recipe)
+    if v.pop("gan", False):
+        c.autoencoder.gan.enabled = True
     if v.pop("nogan", False):
         c.autoencoder.gan.enabled = False
     if v.pop("nolpips", False):
@@ -493,10 +491,4 @@ def apply_autoencoder_variant(
         c.checkpoint_every = 10
         c.input.worker_count = 0
         c.eval.update(every=0, num_images=16, batch_size=8)
-    if "size" in v:
-        c.model_kwargs.size = v.pop("size")
-    for key, value in v.items():
-        if key not in c:
-            raise ValueError(f"unknown config field {key!r} in the variant string {arg!r}.")
-        c[key] = value
-    return c
+    return apply_fields(c, v, arg)

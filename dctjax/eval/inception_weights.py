@@ -307,16 +307,26 @@ def convert_state_dict(sd: Mapping[str, np.ndarray]) -> Params:
             continue
         flat[name] = np.ascontiguousarray(value)
     missing = [k for k in expected if k not in flat and k not in wrong_names]
-    if unexpected or missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing ({len(missing)}): {_summarize(_flat_to_torch(missing))}")
-        if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): {_summarize(unexpected)}")
-        if wrong:
-            parts.append(f"wrong shape ({len(wrong)}): {_summarize(wrong)}")
-        raise ValueError("Not a pytorch-fid Inception state dict; " + "; ".join(parts))
+    check_state_dict_match(
+        "a pytorch-fid Inception state dict", _flat_to_torch(missing), unexpected, wrong
+    )
     return _unflatten({k: flat[k] for k in expected})
+
+
+def check_state_dict_match(
+    what: str, missing: list[str], unexpected: list[str], wrong: list[str]
+) -> None:
+    """ValueError listing a state dict's missing, unexpected and wrongly shaped entries (if any)."""
+    if not (unexpected or missing or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"missing ({len(missing)}): {_summarize(missing)}")
+    if unexpected:
+        parts.append(f"unexpected ({len(unexpected)}): {_summarize(unexpected)}")
+    if wrong:
+        parts.append(f"wrong shape ({len(wrong)}): {_summarize(wrong)}")
+    raise ValueError(f"Not {what}; " + "; ".join(parts))
 
 
 def _flat_to_torch(names: list[str]) -> list[str]:

@@ -42,6 +42,7 @@ from dctjax.eval.inception import flatten_params, unflatten_params
 from dctjax.eval.inception_weights import (
     WeightsUnavailableError,
     _download,
+    check_state_dict_match,
     default_cache_dir,
     read_torch_checkpoint,
 )
@@ -220,10 +221,6 @@ _VGG_IGNORED = re.compile(r"^classifier\.")  # the ImageNet head, unused by LPIP
 _LIN_KEY = re.compile(r"^lin([0-4])\.model\.[01]\.weight$")
 
 
-def _summarize(items: list[str], limit: int = 10) -> str:
-    return ", ".join(items[:limit]) + (f", ... ({len(items)} in all)" if len(items) > limit else "")
-
-
 def convert_state_dicts(vgg_sd: Mapping[str, Any], lin_sd: Mapping[str, Any]) -> LPIPSParams:
     """torchvision VGG16 state dict (`features.N.weight|bias`; `classifier.*` ignored) + the lpips
     linear-layer state dict (`lin{k}.model.1.weight`, (1, C, 1, 1)) -> float32 numpy params
@@ -265,17 +262,9 @@ def convert_state_dicts(vgg_sd: Mapping[str, Any], lin_sd: Mapping[str, Any]) ->
             continue
         flat[flat_key] = np.ascontiguousarray(value.reshape(-1))
     missing = [k for k in expected if k not in flat and k not in wrong_names]
-    if unexpected or missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing ({len(missing)}): {_summarize(missing)}")
-        if unexpected:
-            parts.append(f"unexpected ({len(unexpected)}): {_summarize(unexpected)}")
-        if wrong:
-            parts.append(f"wrong shape ({len(wrong)}): {_summarize(wrong)}")
-        raise ValueError(
-            "Not a torchvision VGG16 + lpips v0.1 vgg linear-layer pair; " + "; ".join(parts)
-        )
+    check_state_dict_match(
+        "a torchvision VGG16 + lpips v0.1 vgg linear-layer pair", missing, unexpected, wrong
+    )
     return unflatten_params({k: flat[k] for k in expected})
 
 

@@ -300,3 +300,42 @@ def test_latent_diffusion_on_a_frozen_autoencoder(ae_workdir, tmp_path):
 def test_latents_without_an_autoencoder_says_what_to_give():
     with pytest.raises(ValueError, match="representation_kwargs.autoencoder=WORKDIR"):
         representations.make_representation("latents", resolution=32)
+
+
+def test_config_variants():
+    from configs import autoencoder_quickstart, quickstart, sm_celeba256, sm_imagenet256
+
+    c = quickstart.get_config("latents=runs/ae,latent_patch=4")
+    assert (c.representation, c.model, c.model_kwargs.patch_size) == ("latents", "uvit_pixel", 4)
+    assert c.representation_kwargs.autoencoder == "runs/ae" and c.diffusion.snr_scale == 1.0
+    a = autoencoder_quickstart.get_config("gan,esm")
+    assert a.autoencoder.gan.enabled and a.autoencoder.esm.weight == 0.01
+    assert a.autoencoder.kl_weight == 0.0 and a.recipe == "esm"
+    for module in (sm_celeba256, sm_imagenet256):
+        for recipe, kl, esm, dsm in (
+            ("sdvae", 1e-6, 0.0, False), ("esm", 0.0, 0.01, False), ("dsm", 1e-6, 0.0, True),
+        ):  # fmt: skip
+            s = module.get_config(recipe)
+            assert s.model_kwargs.size == "ldm_f16d16" and s.autoencoder.gan.start == 50_001
+            assert s.autoencoder.lpips_weight == 0.5 and s.autoencoder.gan.weight == 0.5
+            got = (s.autoencoder.kl_weight, s.autoencoder.esm.weight, s.autoencoder.dsm.enabled)
+            assert got == (kl, esm, dsm)
+            assert s.optim.lr == 5e-5 and s.optim.grad_clip_norm == 1.0
+    with pytest.raises(ValueError, match="unknown config field 'nonsense'"):
+        autoencoder_quickstart.get_config("nonsense=1")
+
+
+def test_paper_configs_build_and_need_lpips_weights_offline(monkeypatch, tmp_path):
+    from configs import sm_celeba256
+    from dctjax.eval import lpips
+
+    model, _ = loop.build(sm_celeba256.get_config("dsm,nolpips"))
+    assert ae_family.latent_shape(model) == (16, 16, 16)
+
+    def offline(*args, **kwargs):
+        raise lpips.WeightsUnavailableError("no network")
+
+    monkeypatch.setattr(lpips, "_download", offline)
+    monkeypatch.setenv("DCTJAX_CACHE", str(tmp_path))
+    with pytest.raises(lpips.WeightsUnavailableError, match="lpips_weight=0"):
+        loop.build(sm_celeba256.get_config("esm"))
