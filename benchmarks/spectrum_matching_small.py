@@ -192,6 +192,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> dict:
+    from absl import flags
+
+    flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
     jax.config.update("jax_threefry_partitionable", True)
     args = parse_args(argv)
     results = run(args)
