@@ -19,8 +19,8 @@ def _images(n=2, res=32):
     return np.stack([src[i]["image"] for i in range(n)])
 
 
-def test_registry_lists_the_three():
-    assert reps.registered() == ["dct_tokens", "pixels", "sparse_dct"]
+def test_registry_lists_the_four():
+    assert reps.registered() == ["dct_tokens", "latents", "pixels", "sparse_dct"]
 
 
 def test_pixels_closed_form_and_exact_round_trip():

@@ -72,7 +72,7 @@ def test_slurm_dry_run():
         (["--config.model=resnet"], "error: unknown model 'resnet'; choose one of"),
         (
             ["--config.family=gan"],
-            "error: unknown family 'gan'; choose one of ['autoregressive', 'diffusion', 'flow']",
+            "error: unknown family 'gan'; choose one of ['autoencoder', 'autoregressive', 'diffusion', 'flow']",
         ),
     ],
 )
