@@ -373,14 +373,14 @@ def _latent_moments(workdir: str, step: int | None, num: int) -> tuple[np.ndarra
     sums, sq, count = 0.0, 0.0, 0
     for i in range(0, n, 64):
         images = np.stack([np.asarray(source[j]["image"]) for j in range(i, min(i + 64, n))])
-        z = np.asarray(encode(params, images), np.float64).reshape(-1, _latent_shape(model)[-1])
+        z = np.asarray(encode(params, images), np.float64).reshape(-1, latent_shape(model)[-1])
         sums, sq, count = sums + z.sum(0), sq + (z**2).sum(0), count + z.shape[0]
     mean = sums / count
     std = np.sqrt(np.maximum(sq / count - mean**2, 1e-12))
     return mean, std
 
 
-def _latent_shape(model: Any) -> tuple[int, ...]:
+def latent_shape(model: Any) -> tuple[int, ...]:
     """(h, w, C) of an autoencoder model's latents."""
     import jax
 
@@ -425,7 +425,7 @@ class Latents(Representation):
                 f"the autoencoder in {self.autoencoder} was trained at {model.config.resolution} "
                 f"px, the run's resolution is {self.resolution}; set resolution to match."
             )
-        c = _latent_shape(model)[-1]
+        c = latent_shape(model)[-1]
         for name in ("shift", "scale"):
             v = getattr(self, name)
             if v is not None and len(v) != c:
@@ -455,7 +455,7 @@ class Latents(Representation):
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return _latent_shape(_autoencoder(str(self.autoencoder), self.step)[0])
+        return latent_shape(_autoencoder(str(self.autoencoder), self.step)[0])
 
     def resolved_kwargs(self) -> dict[str, Any]:
         return {"shift": list(self.shift), "scale": list(self.scale)}

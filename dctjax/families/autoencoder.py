@@ -50,6 +50,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from dctjax import representations
 from dctjax.autoencoder import losses
 from dctjax.codec import spectral
 from dctjax.families import base
@@ -313,8 +314,7 @@ class Autoencoder(base.Family):
 
 def latent_shape(model: base.TrainedModel) -> tuple[int, int, int]:
     """(h, w, C) of the model's latents."""
-    abstract = model.module(jax.eval_shape(model.init_fn, jax.random.key(0)))
-    return tuple(int(v) for v in abstract.latent_shape)
+    return representations.latent_shape(model)
 
 
 def load_perceptual(s: Mapping[str, Any]) -> Any:
