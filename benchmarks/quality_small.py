@@ -1,17 +1,23 @@
 """DCTdiff vs the pixel U-ViT vs the DCTransformer, and JiT with vs without Spectral Forcing, at
 small scale: a proxy Frechet distance against NFE.
 
-    python benchmarks/quality_small.py [--datasets=synthetic,fashion_mnist] [--steps=2000]
+    python benchmarks/quality_small.py [--datasets=synthetic,fashion_mnist,photos] [--steps=2000]
         [--num_samples=500] [--nfes=10,20,50,100] [--samplers=dpm_solver,euler_ode]
-        [--kinds=dct,pixel,dctransformer,jit_sf,jit_nosf]
+        [--kinds=dct,pixel,dctransformer,jit_sf,jit_nosf,dct:snr_scale=2,pixel:prediction=eps]
+        [--pixel_patch=8] [--dct_snr_scale=rule] [--pixel_snr_scale=1]
         [--workdir=runs/quality_small] [--json=quality_small.json] [--grids=docs]
 
 For each dataset available offline (the built-in synthetic shapes; Fashion-MNIST from Debian's
-`dataset-fashion-mnist`, read by the 'idx' source and resized to 32x32 RGB):
-  1. trains DCTdiff (U-ViT on B=4 DCT tokens, 16 tokens) and the pixel U-ViT (patch 4, 64 tokens)
-     with the same U-ViT width/depth, batch, optimiser, prediction and number of steps — the
-     paper's comparison (pixel patch = DCT block, 4x fewer DCT tokens) scaled down. Runs resume;
-     finished runs are reused.
+`dataset-fashion-mnist`, read by the 'idx' source and resized to 32x32 RGB; 'photos': crops of
+scikit-image's bundled photos, the 'photo_crops' source, labelled by photo):
+  1. trains DCTdiff (U-ViT on B=4, L=8 DCT tokens: 16 tokens of 48 features) and the pixel U-ViT
+     (patch --pixel_patch, default 2B = 8: 16 tokens, equal compute) with the same U-ViT width/
+     depth, batch, optimiser, prediction and number of steps: the quickstart recipe. DCTdiff's c is
+     --dct_snr_scale, by default the variance-matching rule of `launch/dct_stats.py --choices`
+     measured on the dataset; the pixel model's is --pixel_snr_scale (1: the plain VP-SDE). A
+     --kinds entry KIND:KEY=VALUE[+KEY=VALUE] changes one knob (`KNOBS`: snr_scale, prediction,
+     loss_weighting, low_freqs, patch) for an ablation; each entry has its own workdir. Runs
+     resume; finished runs are reused.
   1a. trains the DCTransformer (the autoregressive family) from the recipe of
      `configs/dctransformer_quickstart.py`: size 'S' (--ar_size), 32 px, sparse DCT with B=4,
      quality 75, clip 255, chunks of 96 targets with 32 overlap, batch 16, lr 1e-3, for the same
@@ -24,7 +30,8 @@ For each dataset available offline (the built-in synthetic shapes; Fashion-MNIST
      coarse patch (8 at 32 px: 16 tokens, where [002] reports SF helping most) with and without
      Spectral Forcing, same width/depth/steps/batch, sampled with Heun;
   2. trains a small CNN classifier on the dataset's labels and uses its penultimate layer (64-d)
-     as the feature space: a PROXY for FID (no Inception weights offline), labelled as such.
+     as the feature space: a PROXY for FID (no Inception weights offline), labelled as such. Its
+     weights are cached in --workdir, so every invocation scores with the same network.
   3. samples `num_samples` images per (model, sampler, NFE) from the EMA weights (the
      DCTransformer's recipe keeps no EMA: its trained weights) and reports the Frechet distance of
      their features to those of `num_samples` training images, next to the
@@ -52,7 +59,7 @@ from PIL import Image  # noqa: E402
 
 from benchmarks._timing import print_table, write_json  # noqa: E402
 from configs import dctransformer_quickstart, jit_quickstart, quickstart  # noqa: E402
-from dctjax.data import dataset_stats, sources  # noqa: E402
+from dctjax.data import dataset_stats, dct_choices, sources  # noqa: E402
 from dctjax.eval.metrics import frechet_distance  # noqa: E402
 from dctjax.sampling import image_grid, load_workdir_sampler  # noqa: E402
 from dctjax.train import checkpoint, loop  # noqa: E402
@@ -61,15 +68,21 @@ DATASETS = {
     # name -> (source name, make_source kwargs, number of classes)
     "synthetic": ("synthetic", {"num_examples": 50_000}, 4),
     "fashion_mnist": ("idx", {}, 10),
+    "photos": ("photo_crops", {}, len(sources.PHOTO_CROPS_PHOTOS)),  # needs scikit-image
 }
 RESOLUTION = 32
 CLASSIFIER_POOL = 20_000  # training images the proxy classifier is trained on
 SPARSE_STATS_IMAGES = 20_000  # training images whose sparse lengths give the DCTransformer's L_max
+RULE_IMAGES = 5_000  # training images of the variance-matching c
 
 
 def available(name: str) -> bool:
     if name == "fashion_mnist":
         return os.path.isdir(sources.FASHION_MNIST_DIR)
+    if name == "photos":
+        import importlib.util
+
+        return importlib.util.find_spec("skimage") is not None
     return name in DATASETS
 
 
@@ -142,7 +155,8 @@ def dctransformer_config(name: str, args: argparse.Namespace, workdir: str):
 
 
 def run_settings(c, args: argparse.Namespace):
-    """Every kind: --steps, a checkpoint halfway, one grid at the end, no eval, --batch_size."""
+    """Every kind: --steps, a checkpoint halfway, one grid at the end, no eval, --batch_size,
+    --worker_count."""
     c.total_steps = args.steps
     c.checkpoint_every = max(args.steps // 2, 1)
     c.sample_every = args.steps
@@ -150,13 +164,88 @@ def run_settings(c, args: argparse.Namespace):
     c.eval.every = 0
     if args.batch_size:
         c.batch_size = args.batch_size
+    if args.worker_count is not None:
+        c.input.worker_count = args.worker_count
     return c
 
 
-def model_config(name: str, kind: str, args: argparse.Namespace, workdir: str):
-    """The quickstart recipe on `name` with U-ViT for both representations (kind: dct | pixel),
-    or the JiT quickstart recipe, unconditional, patch 8 (kind: jit_sf | jit_nosf), or the
-    DCTransformer quickstart recipe (kind: dctransformer)."""
+# ---- runs: a kind plus one-knob overrides -------------------------------------------------------
+# --kinds entries are KIND or KIND:KEY=VALUE[+KEY=VALUE...], e.g. 'dct:snr_scale=2',
+# 'pixel:prediction=eps', 'dct:loss_weighting=none+low_freqs=16'. Keys (dct / pixel kinds):
+KNOBS = {
+    "snr_scale": "c: a number, or for dct 'rule' / 'rule*K' (variance matching, times K)",
+    "prediction": "eps | x0 | v",
+    "loss_weighting": "ebfr (dct: the representation's EBFR) | inverse_std | none",
+    "low_freqs": "dct: zigzag frequencies kept per block (1..B^2)",
+    "patch": "pixel: patch size (default --pixel_patch)",
+}
+
+
+def parse_run(entry: str) -> tuple[str, dict]:
+    """'dct:snr_scale=rule*2+prediction=eps' -> ('dct', {'snr_scale': 'rule*2', 'prediction': 'eps'})."""
+    kind, _, rest = entry.strip().partition(":")
+    if kind not in KINDS:
+        raise ValueError(
+            f"unknown kind {kind!r} in --kinds entry {entry!r}; choose from {list(KINDS)}"
+        )
+    overrides = {}
+    for part in filter(None, rest.split("+")):
+        key, sep, value = part.partition("=")
+        if not sep or key not in KNOBS:
+            raise ValueError(
+                f"bad override {part!r} in {entry!r}: use KEY=VALUE with KEY one of {list(KNOBS)}"
+            )
+        if kind not in ("dct", "pixel"):
+            raise ValueError(
+                f"overrides apply to the dct and pixel kinds, not {kind!r} ({entry!r})"
+            )
+        overrides[key] = value
+    return kind, overrides
+
+
+def run_name(kind: str, overrides: dict) -> str:
+    """The run's label in the tables and JSON, its --kinds entry: 'dct', 'dct:snr_scale=2'."""
+    knobs = "+".join(f"{k}={v}" for k, v in overrides.items())
+    return f"{kind}:{knobs}" if knobs else kind
+
+
+def run_dir(name: str, kind: str, overrides: dict) -> str:
+    slug = "".join(f"_{k}{v}" for k, v in overrides.items()).replace("*", "x")
+    return f"{name}_{kind}{slug}"
+
+
+def rule_snr_scale(name: str, workdir: str, low_freqs: int, stats_path: str) -> dict:
+    """The variance-matching c of `launch/dct_stats.py --choices` for B=4 and `low_freqs` on
+    5,000 training images of `name` (cached as JSON in `workdir`)."""
+    path = os.path.join(workdir, f"{name}_snr_rule_b4_l{low_freqs}.json")
+    if not os.path.exists(path):
+        with open(stats_path) as f:
+            eta = json.load(f)["eta"]
+        src = source(name)
+        order = np.random.default_rng(0).permutation(len(src))[:RULE_IMAGES]
+        batches = (images_of(src, order[i : i + 500])[0] for i in range(0, len(order), 500))
+        out = dct_choices.dct_choices(batches, 4, eta, low_freqs, candidates=[low_freqs])
+        write_json(path, out["snr"])
+    with open(path) as f:
+        return json.load(f)
+
+
+def resolve_snr_scale(value, name: str, low_freqs: int, stats_path: str, workdir: str) -> float:
+    """A number, 'rule' or 'rule*K' -> c."""
+    text = str(value)
+    if text.startswith("rule"):
+        factor = float(text.split("*", 1)[1]) if "*" in text else 1.0
+        return factor * rule_snr_scale(name, workdir, low_freqs, stats_path)["snr_scale"]
+    return float(text)
+
+
+def model_config(name: str, kind: str, args: argparse.Namespace, workdir: str, overrides=None):
+    """The quickstart recipe on `name` with U-ViT for both representations (kind: dct | pixel;
+    the pixel patch --pixel_patch, 2B = equal tokens by default; c from --dct_snr_scale /
+    --pixel_snr_scale), then `overrides` (one knob of the ablation); or the JiT quickstart
+    recipe, unconditional, patch 8 (kind: jit_sf | jit_nosf), or the DCTransformer quickstart
+    recipe (kind: dctransformer)."""
+    overrides = dict(overrides or {})
     if kind == "dctransformer":
         return dctransformer_config(name, args, workdir)
     if kind.startswith("jit"):
@@ -173,16 +262,32 @@ def model_config(name: str, kind: str, args: argparse.Namespace, workdir: str):
     c.dataset.data_dir = None
     if kind == "dct":
         c.model = "uvit"
-        c.representation_kwargs.stats = dct_stats_file(name, workdir)
+        rk = c.representation_kwargs
+        rk.stats = dct_stats_file(name, workdir)
+        rk.low_freqs = int(overrides.pop("low_freqs", rk.low_freqs))
+        snr = overrides.pop("snr_scale", args.dct_snr_scale)
+        c.diffusion.snr_scale = resolve_snr_scale(snr, name, rk.low_freqs, rk.stats, workdir)
+    elif kind == "pixel":
+        c.model_kwargs.patch_size = int(overrides.pop("patch", args.pixel_patch))
+        c.diffusion.snr_scale = float(overrides.pop("snr_scale", args.pixel_snr_scale))
+    if "low_freqs" in overrides or "patch" in overrides:
+        raise ValueError(
+            f"low_freqs is a dct knob and patch a pixel knob; got {overrides} for {kind}"
+        )
+    if "prediction" in overrides:
+        c.diffusion.prediction = overrides.pop("prediction")
+    if "loss_weighting" in overrides:
+        w = overrides.pop("loss_weighting")
+        c.diffusion.loss_weighting = "representation" if w == "ebfr" else w
     c.model_kwargs.update(embed_dim=args.embed_dim, depth=args.depth, num_heads=4)
     return run_settings(c, args)
 
 
-def train(name: str, kind: str, args: argparse.Namespace) -> tuple[str, float]:
+def train(name: str, kind: str, args: argparse.Namespace, overrides=None) -> tuple[str, float]:
     """Trains (or resumes, or reuses) one model; returns its workdir and training seconds."""
-    workdir = os.path.join(args.workdir, f"{name}_{kind}")
+    workdir = os.path.join(args.workdir, run_dir(name, kind, overrides or {}))
     os.makedirs(workdir, exist_ok=True)
-    c = model_config(name, kind, args, args.workdir)
+    c = model_config(name, kind, args, args.workdir, overrides)
     with checkpoint.Checkpointer(workdir, handle_sigterm=False) as ck:
         done = (ck.latest_step() or 0) >= args.steps
     t0 = time.perf_counter()
@@ -241,6 +346,29 @@ def train_classifier(name: str, steps: int, seed: int = 0) -> tuple[SmallCNN, fl
     return model, acc
 
 
+def cached_classifier(name: str, steps: int, workdir: str, seed: int = 0) -> tuple[SmallCNN, float]:
+    """`train_classifier`, its weights and accuracy cached in `workdir`: every invocation of the
+    benchmark on a dataset scores with the same feature network."""
+    path = os.path.join(workdir, f"{name}_classifier_{steps}_seed{seed}.npz")
+    if os.path.exists(path):
+        model = SmallCNN(DATASETS[name][2], rngs=nnx.Rngs(seed))
+        graphdef, state = nnx.split(model)
+        flat = dict(np.load(path))
+        acc = float(flat.pop("__accuracy__"))
+        leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+        restored = [jnp.asarray(flat[jax.tree_util.keystr(k)]) for k, _ in leaves]
+        treedef = jax.tree_util.tree_structure(state)
+        return nnx.merge(graphdef, jax.tree_util.tree_unflatten(treedef, restored)), acc
+    model, acc = train_classifier(name, steps, seed)
+    state = nnx.state(model)
+    flat = {jax.tree_util.keystr(k): np.asarray(v)
+            for k, v in jax.tree_util.tree_flatten_with_path(state)[0]}  # fmt: skip
+    os.makedirs(workdir, exist_ok=True)
+    np.savez(path + ".tmp.npz", __accuracy__=acc, **flat)
+    os.replace(path + ".tmp.npz", path)
+    return model, acc
+
+
 def feature_fn(model: SmallCNN):
     fn = nnx.jit(lambda m, x: m.features(x))
 
@@ -261,19 +389,18 @@ def stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- main --------------------------------------------------------------------------------------
 def run(args: argparse.Namespace) -> dict:
-    unknown = sorted(set(args.kinds.split(",")) - set(KINDS))
-    if unknown:
-        raise ValueError(f"unknown --kinds {unknown}; choose from {list(KINDS)}")
+    entries = [e for e in args.kinds.split(",") if e.strip()]
+    runs_spec = [parse_run(e) for e in entries]  # errors before any training
     results = {"settings": vars(args).copy(), "datasets": {}}
     rows, train_rows = [], []
     for name in args.datasets.split(","):
         if not available(name):
-            print(
-                f"[skip] {name}: not installed (Fashion-MNIST: apt-get install dataset-fashion-mnist)"
-            )
+            how = {"fashion_mnist": "apt-get install dataset-fashion-mnist",
+                   "photos": 'pip install -e ".[bench]" (scikit-image)'}  # fmt: skip
+            print(f"[skip] {name}: not installed ({how.get(name, 'unknown dataset')})")
             continue
         t0 = time.perf_counter()
-        classifier, acc = train_classifier(name, args.classifier_steps)
+        classifier, acc = cached_classifier(name, args.classifier_steps, args.workdir)
         feats = feature_fn(classifier)
         src = source(name)
         order = np.random.default_rng(1).permutation(len(src))
@@ -285,11 +412,21 @@ def run(args: argparse.Namespace) -> dict:
         entry = {"classifier_accuracy": acc, "real_vs_real": floor, "models": {}}
         print(f"{name}: proxy classifier accuracy {acc:.3f}, real-vs-real distance {floor:.3f} "
               f"(N={n}; {time.perf_counter() - t0:.0f} s)")  # fmt: skip
-        for kind in args.kinds.split(","):
-            workdir, train_s = train(name, kind, args)
+        for kind, overrides in runs_spec:
+            label = run_name(kind, overrides)
+            workdir, train_s = train(name, kind, args, overrides)
             sampler = load_workdir_sampler(workdir)
             m = {"train_seconds": train_s, "step": sampler.step, "fd": {}, "sample_seconds": {}}
             m["batch_size"] = int(sampler.config.batch_size)
+            m["overrides"] = overrides
+            if kind in ("dct", "pixel"):
+                d = sampler.config.diffusion
+                m["recipe"] = dict(
+                    snr_scale=float(d.snr_scale), prediction=d.prediction,
+                    loss_weighting=d.loss_weighting,
+                    low_freqs=sampler.config.representation_kwargs.get("low_freqs"),
+                    patch=sampler.config.model_kwargs.get("patch_size"),
+                )  # fmt: skip
             if kind in AUTOREGRESSIVE_KINDS:
                 # the config's sample defaults (temperature 1, masks on, ...); no sampler / NFE
                 rk = sampler.config.representation_kwargs
@@ -315,20 +452,21 @@ def run(args: argparse.Namespace) -> dict:
                 key = sampler_name if nfe is None else f"{sampler_name}@{nfe}"
                 m["fd"][key] = fd
                 m["sample_seconds"][key] = dt
-                rows.append(dict(dataset=name, model=KINDS[kind],
+                rows.append(dict(dataset=name, model=KINDS[kind], run=label,
                                  sampler=sampler_name, nfe=nfe, proxy_fd=fd, sample_s=dt))  # fmt: skip
                 if args.grids and grid_run[:2] == (sampler_name, nfe):
                     os.makedirs(args.grids, exist_ok=True)
-                    path = os.path.join(args.grids, f"quality_small_{name}_{kind}.png")
+                    stem = run_dir(name, kind, overrides)
+                    path = os.path.join(args.grids, f"quality_small_{stem}.png")
                     Image.fromarray(image_grid(images[:36])).save(path)
-            train_rows.append(dict(dataset=name, model=KINDS[kind], step=m["step"],
+            train_rows.append(dict(dataset=name, model=KINDS[kind], run=label, step=m["step"],
                                    batch=m["batch_size"], train_s=train_s))  # fmt: skip
-            entry["models"][kind] = m
+            entry["models"][label] = m
         results["datasets"][name] = entry
     print("\nProxy Frechet distance (small-CNN features, NOT FID; lower is better)")
-    print_table(rows, ["dataset", "model", "sampler", "nfe", "proxy_fd", "sample_s"])
+    print_table(rows, ["dataset", "model", "run", "sampler", "nfe", "proxy_fd", "sample_s"])
     print("\nTraining (train_s: 0 for a finished run that was reused)")
-    print_table(train_rows, ["dataset", "model", "step", "batch", "train_s"])
+    print_table(train_rows, ["dataset", "model", "run", "step", "batch", "train_s"])
     return results
 
 
@@ -336,11 +474,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--datasets", default="synthetic,fashion_mnist")
+    p.add_argument("--datasets", default="synthetic,fashion_mnist,photos")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument(
         "--batch_size", type=int, default=None,
         help="every kind's batch; default: each quickstart's (64; the DCTransformer's 16)",
+    )  # fmt: skip
+    p.add_argument(
+        "--worker_count", type=int, default=None,
+        help="grain worker processes for every kind; default: each config's (0: read in-process)",
     )  # fmt: skip
     p.add_argument("--embed_dim", type=int, default=128)
     p.add_argument("--depth", type=int, default=5, help="U-ViT depth (odd: in, mid, out blocks)")
@@ -349,7 +491,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--nfes", default="10,20,50,100")
     p.add_argument("--samplers", default="dpm_solver,euler_ode")
     p.add_argument("--flow_samplers", default="heun", help="for the JiT kinds")
-    p.add_argument("--kinds", default=",".join(KINDS), help=f"any of {', '.join(KINDS)}")
+    p.add_argument(
+        "--kinds", default=",".join(KINDS),
+        help=f"runs: KIND or KIND:KEY=VALUE[+KEY=VALUE], KIND one of {', '.join(KINDS)}; keys: "
+        + "; ".join(f"{k}: {v}" for k, v in KNOBS.items()),
+    )  # fmt: skip
+    p.add_argument(
+        "--pixel_patch", type=int, default=8, help="pixel U-ViT patch (2B: equal tokens)"
+    )
+    p.add_argument(
+        "--dct_snr_scale", default="rule",
+        help="DCTdiff's c: a number, 'rule' (variance matching, dct_stats --choices) or 'rule*K'",
+    )  # fmt: skip
+    p.add_argument("--pixel_snr_scale", type=float, default=1.0, help="the pixel U-ViT's c")
     p.add_argument("--jit_patch", type=int, default=8, help="JiT patch size at 32 px")
     p.add_argument("--ar_size", default="S", help="DCTransformer size (the quickstart's 'S')")
     p.add_argument("--classifier_steps", type=int, default=1500)

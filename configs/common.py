@@ -2,8 +2,9 @@
 
 Every config file exposes `get_config(arg=None)`; `arg` is a variant string such as
 'pixel,runlocal' or 'size=S,batch_size=64' selected with `--config=configs/x.py:VARIANT`.
-  - `pixel`: the matching pixel-space U-ViT baseline (representation 'pixels', model 'uvit_pixel'),
-    everything else equal: the paper's comparison is this one field apart.
+  - `pixel`: the matching pixel-space U-ViT baseline (representation 'pixels', model 'uvit_pixel',
+    the config's `pixel_patch_size`), with the plain VP-SDE (c = 1) of the U-ViT baselines;
+    everything else equal: the paper's comparison.
   - `latents=WORKDIR`: the latent U-ViT baseline on a frozen autoencoder run (the `latents`
     representation, U-ViT with patch `latent_patch=2`, SNR scale 1 on standardised latents).
   - `runlocal`: a smoke-test size for a laptop (tiny model, small batch, few steps).
@@ -13,6 +14,7 @@ Every config file exposes `get_config(arg=None)`; `arg` is a variant string such
 from __future__ import annotations
 
 import ast
+import json
 
 import ml_collections
 
@@ -32,6 +34,26 @@ def parse_variant(arg: str | None) -> dict:
     return out
 
 
+def rule_snr_scale(stats: str, low_freqs: int) -> float:
+    """The SNR scale c of the variance-matching rule for `low_freqs`, read from a statistics JSON
+    written by `launch/dct_stats.py --choices` (its m* table has c for every L): the c that gives
+    the DCT tokens, averaged over dimensions, the SNR the pixel model has at c = 1."""
+    with open(stats) as f:
+        choices = json.load(f).get("choices")
+    if choices is None:
+        raise ValueError(
+            f"{stats} has no 'choices': rewrite it with `python launch/dct_stats.py ... --choices` "
+            "to get the variance-matching snr_scale, or give a number."
+        )
+    for row in choices["table"]:
+        if row["low_freqs"] == low_freqs and row.get("snr_scale"):
+            return float(row["snr_scale"])
+    raise ValueError(
+        f"{stats}: its --choices table has no snr_scale for low_freqs={low_freqs}; rerun "
+        f"dct_stats --choices with --choices_low_freqs including {low_freqs}."
+    )
+
+
 def dctdiff_config(
     *,
     name: str,
@@ -40,7 +62,7 @@ def dctdiff_config(
     block_size: int,
     low_freqs: int,
     stats: str,
-    snr_scale: float,
+    snr_scale: float | str,
     size: str,
     batch_size: int,
     lr: float,
@@ -50,7 +72,10 @@ def dctdiff_config(
     seed: int = 1234,
     prepare_hint: str = "",
 ) -> ml_collections.ConfigDict:
-    """The reference DCTdiff training setup (dctdiff.md sections 5 and 10)."""
+    """The reference DCTdiff training setup (dctdiff.md sections 5 and 10). snr_scale: c, or
+    'rule' for the variance-matching c of `stats` at `low_freqs` (`rule_snr_scale`)."""
+    if snr_scale == "rule":
+        snr_scale = rule_snr_scale(stats, low_freqs)
     c = ml_collections.ConfigDict()
     c.name = name
     c.family = "diffusion"  # dctjax.families: the VP diffusion family
@@ -147,6 +172,7 @@ def apply_variant(c: ml_collections.ConfigDict, arg: str | None) -> ml_collectio
         c.representation_kwargs = {}
         c.model = "uvit_pixel"
         c.model_kwargs.patch_size = c.pixel_patch_size
+        c.diffusion.snr_scale = 1.0  # the U-ViT baselines' plain VP-SDE (SNR scaling is DCTdiff's)
     if "latents" in v:  # DCTdiff's "UViT (latent)" baseline on a frozen autoencoder's latents
         c.name = c.name.replace("dctdiff", "uvit_latent")
         c.representation = "latents"

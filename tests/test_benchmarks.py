@@ -218,9 +218,9 @@ def test_quality_small_reports_the_dctransformer_beside_dctdiff(tmp_path, monkey
     assert (rk.chunk_size, rk.overlap, config.model_kwargs.size) == (96, 32, "T")
     fd_table, train_table = capsys.readouterr().out.split("NOT FID")[1].split("Training")
     (row,) = [line.split() for line in fd_table.splitlines() if "DCTransformer" in line]
-    assert row[2:4] == ["autoregressive", "-"]  # sampler, nfe
+    assert row[3:5] == ["autoregressive", "-"]  # sampler, nfe
     (row,) = [line.split() for line in train_table.splitlines() if "DCTransformer" in line]
-    assert row[2:4] == ["2", "8"]  # step, batch
+    assert row[3:5] == ["2", "8"]  # step, batch
 
 
 # ---- DCTransformer rows of benchmarks/sampling.py ---------------------------------------------
@@ -264,3 +264,64 @@ def test_dct_sampling_rows_report_speed_and_memory(tmp_path, capsys):
     assert large["temp_delta_bytes"] <= 2 * large["buffer_delta_bytes"] + 64 * 1024
     printed = capsys.readouterr().out
     assert "uncached, short" in printed and "temp_delta_per_buffer_delta" in printed
+
+
+def test_quality_small_runs_apply_one_knob_each(tmp_path, monkeypatch):
+    """--kinds entries KIND:KEY=VALUE[+...] set one knob of the quickstart recipe: the pixel patch
+    defaults to 2B (equal tokens), DCTdiff's c defaults to the variance-matching rule of
+    dct_stats --choices on the dataset (checked against c = v_pixels / v_tokens in NumPy), 'rule*K'
+    scales it, 'ebfr' is the representation's weights; bad entries fail before any training."""
+    import json
+
+    import numpy as np
+
+    from benchmarks import quality_small as q
+    from dctjax.representations import make_representation
+
+    monkeypatch.setattr(q, "RULE_IMAGES", 64)
+    monkeypatch.setattr(q, "dataset_statistics_for", lambda name: (
+        q.dataset_stats.dataset_statistics(q.source(name), 4, 16, num_images=64, name=name)
+    ))  # fmt: skip
+    args = q.parse_args([f"--workdir={tmp_path}"])
+    assert q.parse_run("dct") == ("dct", {})
+    kind, over = q.parse_run("dct:snr_scale=rule*2+loss_weighting=ebfr")
+    assert (kind, over) == ("dct", {"snr_scale": "rule*2", "loss_weighting": "ebfr"})
+    assert q.run_name(kind, over) == "dct:snr_scale=rule*2+loss_weighting=ebfr"
+    assert q.run_dir("synthetic", kind, over) == "synthetic_dct_snr_scalerulex2_loss_weightingebfr"
+    for bad, match in [
+        ("dcT", "unknown kind"),
+        ("dct:eta=3", "bad override"),
+        ("dct:snr_scale", "bad override"),
+        ("jit_sf:prediction=v", "overrides"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            q.parse_run(bad)
+    with pytest.raises(ValueError, match="pixel knob"):
+        q.model_config("synthetic", "dct", args, str(tmp_path), {"patch": "2"})
+
+    pixel = q.model_config("synthetic", "pixel", args, str(tmp_path))
+    assert pixel.model_kwargs.patch_size == 8 and pixel.diffusion.snr_scale == 1.0
+    dct = q.model_config("synthetic", "dct", args, str(tmp_path))
+    rk = dct.representation_kwargs
+    # the rule from its definition, on the same 64 images
+    src = q.source("synthetic")
+    order = np.random.default_rng(0).permutation(len(src))[:64]
+    images = q.images_of(src, order)[0]
+    assert rk.low_freqs == 8
+    with open(rk.stats) as f:
+        eta = json.load(f)["eta"]
+    rep = make_representation("dct_tokens", resolution=32, block_size=4, low_freqs=8, eta=eta)
+    tokens = np.asarray(rep.encode(images), np.float64)
+    v_pix = (images / 127.5 - 1.0).reshape(64, -1).var(axis=0).mean()
+    v_tok = tokens.reshape(64, -1).var(axis=0).mean()
+    assert dct.diffusion.snr_scale == pytest.approx(v_pix / v_tok, abs=0.006)
+    twice = q.model_config("synthetic", "dct", args, str(tmp_path), {"snr_scale": "rule*2"})
+    assert twice.diffusion.snr_scale == pytest.approx(2 * dct.diffusion.snr_scale)
+    one = q.model_config("synthetic", "dct", args, str(tmp_path),
+                         {"low_freqs": "16", "loss_weighting": "ebfr", "prediction": "eps"})  # fmt: skip
+    assert one.representation_kwargs.low_freqs == 16
+    assert (one.diffusion.loss_weighting, one.diffusion.prediction) == ("representation", "eps")
+    assert pixel.input.worker_count == 2  # the config's
+    inproc = q.model_config("synthetic", "pixel", q.parse_args([f"--workdir={tmp_path}",
+                                                                "--worker_count=0"]), str(tmp_path))  # fmt: skip
+    assert inproc.input.worker_count == 0

@@ -6,6 +6,8 @@ Every source has `len()` and `__getitem__`/`__getitems__` returning dicts
   - 'synthetic': the built-in shapes dataset (`dctjax.data.synthetic`);
   - 'idx': MNIST-format idx files in data_dir (default: Debian's Fashion-MNIST location);
   - 'folder' with data_dir=DIR, or DIR itself: a dataset written by `launch/prepare_data.py`;
+  - 'photo_crops': random crops of the natural photos bundled with scikit-image (needs
+    `pip install scikit-image`), labelled by photo: small real colour data that needs no download;
   - any tfds builder name ('cifar10', 'celeb_a', 'imagenet_resized/64x64', 'mnist', ...), read
     like `tfds.data_source` (array_record random access, no TensorFlow). Per-dataset presets
     (`TFDS_PRESETS`) add crops and default resolutions; grayscale becomes RGB.
@@ -241,6 +243,93 @@ def _idx_source(
     split: str, data_dir: str | None = None, resolution: int | None = None, **kwargs: Any
 ) -> IdxSource:
     return IdxSource(data_dir or FASHION_MNIST_DIR, split, resolution, **kwargs)
+
+
+PHOTO_CROPS_PHOTOS = (
+    "astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+    "retina",
+)  # fmt: skip
+PHOTO_CROPS_SPLITS = {"train": (50_000, 0), "test": (10_000, 1)}  # (default size, seed offset)
+
+
+def _skimage_photos(names: Sequence[str]) -> list[np.ndarray]:
+    try:
+        from skimage import data as skdata
+    except ImportError as e:
+        raise ImportError(
+            "The 'photo_crops' source reads the photos bundled with scikit-image: "
+            "pip install scikit-image"
+        ) from e
+    return [np.ascontiguousarray(getattr(skdata, n)()[..., :3]) for n in names]
+
+
+class PhotoCrops:
+    """Square crops of scikit-image's bundled colour photos (`PHOTO_CROPS_PHOTOS`), label = photo.
+
+    Item i is a deterministic function of (seed, split, i): photo i % len(photos), a crop side
+    drawn log-uniformly in [min_side, max_fraction * min(H, W)] pixels at a uniform position,
+    resized to `resolution` (PIL bicubic, antialiased). Natural colour statistics (textures,
+    edges, smooth regions) at any resolution, offline. The photos load on first access.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        resolution: int | None = None,
+        num_examples: int | None = None,
+        seed: int = 0,
+        photos: Sequence[str] = PHOTO_CROPS_PHOTOS,
+        min_side: int = 32,
+        max_fraction: float = 0.5,
+    ):
+        if split not in PHOTO_CROPS_SPLITS:
+            raise UnknownSplitError(
+                f"Dataset 'photo_crops' has no split {split!r}; "
+                f"available splits: {sorted(PHOTO_CROPS_SPLITS)}."
+            )
+        default_size, offset = PHOTO_CROPS_SPLITS[split]
+        self.resolution = 32 if resolution is None else int(resolution)
+        self._len = int(num_examples or default_size)
+        self.seed = (int(seed), offset)
+        self.photos = tuple(photos)
+        self.num_classes = len(self.photos)
+        self.min_side = int(min_side)
+        self.max_fraction = float(max_fraction)
+        self._images: list[np.ndarray] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_images": None}
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> Example:
+        if not 0 <= int(index) < self._len:
+            raise IndexError(f"index {index} out of range for {self._len} photo crops")
+        if self._images is None:
+            self._images = _skimage_photos(self.photos)
+        label = int(index) % len(self._images)
+        photo = self._images[label]
+        h, w = photo.shape[:2]
+        rng = np.random.default_rng((*self.seed, int(index)))
+        hi = max(self.min_side, int(self.max_fraction * min(h, w)))
+        side = int(round(np.exp(rng.uniform(np.log(self.min_side), np.log(hi)))))
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+        crop = photo[y : y + side, x : x + side]
+        if side != self.resolution:
+            crop = prepare.resize_array(crop, self.resolution)
+        return {"image": crop, "label": np.int32(label)}
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+        return [self[i] for i in indices]
+
+
+@register_source("photo_crops")
+def _photo_crops_source(
+    split: str, data_dir: str | None = None, resolution: int | None = None, **kwargs: Any
+) -> PhotoCrops:
+    del data_dir
+    return PhotoCrops(split, resolution, **kwargs)
 
 
 def _prepare_command(path: str | os.PathLike) -> str:

@@ -20,8 +20,9 @@ from dctjax.diffusion.samplers import get_sampler
 from dctjax.diffusion.schedules import VPSchedule
 from dctjax.families import base
 
-# loss_weighting -> power of the per-feature variance (None: the representation's own weights)
-LOSS_WEIGHTINGS = {"representation": None, "inverse_variance": 1.0, "inverse_std": 0.5}
+# loss_weighting -> power of the per-feature variance (None: the representation's own weights;
+# 0: unit weights, the plain mean squared error)
+LOSS_WEIGHTINGS = {"representation": None, "inverse_variance": 1.0, "inverse_std": 0.5, "none": 0.0}
 
 
 def inverse_variance_weights(
@@ -58,9 +59,11 @@ class Diffusion(base.Family):
         if weighting not in LOSS_WEIGHTINGS:
             raise ValueError(
                 f"diffusion.loss_weighting={weighting!r}; use 'representation' (EBFR for DCT "
-                "tokens), 'inverse_std' or 'inverse_variance'."
+                "tokens), 'inverse_std', 'inverse_variance' or 'none' (unit weights)."
             )
         power = LOSS_WEIGHTINGS[weighting]
+        if power == 0.0:
+            return None
         if power is None:
             w = model.representation.loss_weights()
         else:

@@ -149,3 +149,53 @@ def test_idx_source_reads_mnist_format(tmp_path):
     if os.path.isdir(sources.FASHION_MNIST_DIR):
         fm = sources.make_source("idx", "test")
         assert len(fm) == 10_000 and fm[0]["image"].shape == (28, 28, 3)
+
+
+def test_photo_crops_are_deterministic_labelled_crops(monkeypatch):
+    """'photo_crops' on photos generated here (scikit-image's are monkeypatched out): photo p is
+    a horizontal ramp in channel 0 and the constant 40 p in channel 1, so every crop of item i must
+    carry label i % 3, channel 1 == 40 * label, and a channel-0 ramp inside the photo's range whose
+    span (crop side) stays within [min_side, max_fraction * min(H, W)]."""
+    import pickle
+
+    ramp = np.tile(np.arange(200, dtype=np.uint8)[None, :], (150, 1))
+    photos = [np.stack([ramp, np.full_like(ramp, 40 * p), ramp[:, ::-1]], -1) for p in range(3)]
+    monkeypatch.setattr(sources, "_skimage_photos", lambda names: photos[: len(names)])
+    src = sources.make_source("photo_crops", "train", resolution=16, num_examples=30,
+                              photos=("a", "b", "c"), min_side=8, max_fraction=0.5)  # fmt: skip
+    assert len(src) == 30 and src.num_classes == 3
+    sides = []
+    for i in range(30):
+        ex = src[i]
+        assert ex["image"].shape == (16, 16, 3) and ex["image"].dtype == np.uint8
+        assert int(ex["label"]) == i % 3
+        np.testing.assert_array_equal(ex["image"][..., 1], 40 * (i % 3))
+        row = ex["image"][8, :, 0].astype(int)
+        assert np.all(np.diff(row) >= 0)  # a left-to-right ramp survives resizing
+        sides.append(row[-1] - row[0])
+    # the resized ramp spans ~ (side - 1) * 15 / 16 grey levels: side in [8, 75]
+    assert 4 <= min(sides) and max(sides) <= 75 and len(set(sides)) > 5
+    again = pickle.loads(pickle.dumps(src))  # grain workers get a pickled copy
+    np.testing.assert_array_equal(again[7]["image"], src[7]["image"])
+    test = sources.make_source("photo_crops", "test", resolution=16, num_examples=30,
+                               photos=("a", "b", "c"), min_side=8)  # fmt: skip
+    assert not np.array_equal(test[7]["image"], src[7]["image"])  # another seed per split
+    with pytest.raises(IndexError):
+        src[30]
+    with pytest.raises(sources.UnknownSplitError, match="photo_crops"):
+        sources.make_source("photo_crops", "validation")
+
+
+def test_photo_crops_without_scikit_image_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_skimage(name, *args, **kwargs):
+        if name.startswith("skimage"):
+            raise ImportError("No module named 'skimage'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_skimage)
+    with pytest.raises(ImportError, match="pip install scikit-image"):
+        sources.make_source("photo_crops", "train")[0]

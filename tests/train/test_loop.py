@@ -259,6 +259,23 @@ def test_inverse_variance_weights_match_numpy():
     np.testing.assert_allclose(w, expected / expected.mean(), rtol=1e-4)
 
 
+def test_loss_weighting_none_is_the_plain_mse_and_ebfr_is_the_representations():
+    """'none' gives unit weights (None) even for DCT tokens, whose own weights are EBFR."""
+
+    class Model:
+        class representation:  # noqa: N801
+            @staticmethod
+            def loss_weights():
+                return np.array([3.0, 1.0], np.float32)
+
+    c = tiny_config()
+    fam = diffusion_family.Diffusion()
+    c.diffusion.loss_weighting = "none"
+    assert fam.loss_weights(c, Model(), None) is None
+    c.diffusion.loss_weighting = "representation"
+    np.testing.assert_array_equal(fam.loss_weights(c, Model(), None), [3.0, 1.0])
+
+
 def test_unknown_loss_weighting_is_an_error(tmp_path):
     c = tiny_config()
     c.diffusion.loss_weighting = "snr"
