@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
+
+from dctjax.host_memory import keep_freed_host_memory
+
+TORCH_KEEPS_HOST_MEMORY = "DCTJAX_BENCH_TORCH_KEEP_HOST_MEMORY"
+
+
+def worker_keeps_host_memory(argv: list[str]) -> bool:
+    """The allocator set-up of a side-by-side worker, applied before JAX or torch allocate.
+
+    The dctjax side (`--serve=jax`) keeps freed host memory, as `launch/train.py` does. The PyTorch
+    side keeps glibc's defaults, as PyTorch users run it, unless DCTJAX_BENCH_TORCH_KEEP_HOST_MEMORY=1
+    gives it the same settings (to check that a speed ratio is not only the allocator's).
+    """
+    if "--serve=jax" in argv or (
+        "--serve=torch" in argv and os.environ.get(TORCH_KEEPS_HOST_MEMORY) == "1"
+    ):
+        return keep_freed_host_memory()
+    return False
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:

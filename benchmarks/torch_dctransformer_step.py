@@ -52,7 +52,7 @@ import os
 import sys
 import tempfile
 
-from dctjax.host_memory import keep_freed_host_memory
+from benchmarks._timing import worker_keeps_host_memory
 
 
 def _pin_cpus(argv: list[str]) -> None:
@@ -64,7 +64,7 @@ def _pin_cpus(argv: list[str]) -> None:
 
 
 _pin_cpus(sys.argv)
-KEEPS_HOST_MEMORY = keep_freed_host_memory() if "--serve=jax" in sys.argv else False
+KEEPS_HOST_MEMORY = worker_keeps_host_memory(sys.argv)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -435,8 +435,12 @@ def main() -> None:
                 jax_side.close()
                 torch_side.close()
             versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
+            torch_malloc = "kept" if torch_side.info["keeps_host_memory"] else "glibc default"
     cores = args.cpus or f"all {os.cpu_count()}"
-    print(f"\nCPU cores: {cores}, jax {versions.get('jax')}, torch {versions.get('torch')}")
+    print(
+        f"\nCPU cores: {cores}, jax {versions.get('jax')}, torch {versions.get('torch')} "
+        f"(torch malloc: {torch_malloc})"
+    )
     print_table(
         rows,
         ["setting", "part", "params_m", "batch", "slots", "targets", "loss_0", "torch_loss_0",
@@ -444,7 +448,13 @@ def main() -> None:
     )  # fmt: skip
     write_json(
         args.json,
-        {"rows": rows, "cpus": args.cpus or "all", "torch_threads": args.torch_threads, **versions},
+        {
+            "rows": rows,
+            "cpus": args.cpus or "all",
+            "torch_threads": args.torch_threads,
+            "torch_malloc": torch_malloc,
+            **versions,
+        },
     )
 
 

@@ -22,9 +22,9 @@ import importlib.util
 import os
 import sys
 
-from dctjax.host_memory import keep_freed_host_memory
+from benchmarks._timing import worker_keeps_host_memory
 
-KEEPS_HOST_MEMORY = keep_freed_host_memory() if "--serve=jax" in sys.argv else False
+KEEPS_HOST_MEMORY = worker_keeps_host_memory(sys.argv)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -175,18 +175,22 @@ def main() -> None:
                 jax_side.close()
                 torch_side.close()
             versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
+            torch_malloc = "kept" if torch_side.info["keeps_host_memory"] else "glibc default"
             rows.append(
                 dict(setting=name, params_m=facts["params"] / 1e6, batch=int(batch),
                      sf=bool(int(args.sf)), dctjax_step_s=t["jax"], torch_step_s=t["torch"],
                      speedup=t["torch"] / t["jax"])
             )  # fmt: skip
             print(rows[-1], flush=True)
-    print(f"\n{os.cpu_count()} CPU cores, jax {versions.get('jax')}, torch {versions.get('torch')}")
+    print(
+        f"\n{os.cpu_count()} CPU cores, jax {versions.get('jax')}, torch {versions.get('torch')} "
+        f"(torch malloc: {torch_malloc})"
+    )
     print_table(
         rows,
         ["setting", "params_m", "batch", "sf", "dctjax_step_s", "torch_step_s", "speedup"],
     )
-    write_json(args.json, {"rows": rows, **versions})
+    write_json(args.json, {"rows": rows, "torch_malloc": torch_malloc, **versions})
 
 
 if __name__ == "__main__":

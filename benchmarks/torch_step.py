@@ -16,7 +16,7 @@ Each side runs in a process of its own (this script again, with `--serve=jax|tor
 when the parent asks over a pipe and otherwise sleeps. So neither side's thread pools nor
 allocator state touch the other's, and each gets the process set-up its users get: the dctjax
 side calls `keep_freed_host_memory()` first, as `launch/train.py` does, and PyTorch keeps glibc's
-default malloc settings.
+default malloc settings (DCTJAX_BENCH_TORCH_KEEP_HOST_MEMORY=1 gives it dctjax's settings too).
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ import os
 import subprocess
 import sys
 
-from dctjax.host_memory import keep_freed_host_memory  # noqa: E402
+from benchmarks._timing import worker_keeps_host_memory  # noqa: E402
 
-# as launch/train.py does, before JAX allocates; the PyTorch side keeps glibc's defaults
-KEEPS_HOST_MEMORY = keep_freed_host_memory() if "--serve=jax" in sys.argv else False
+# before JAX or torch allocate (see benchmarks/_timing.py)
+KEEPS_HOST_MEMORY = worker_keeps_host_memory(sys.argv)
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -248,7 +248,11 @@ def main() -> None:
                 )  # fmt: skip
                 print(rows[-1], flush=True)
     versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
-    print(f"\n{os.cpu_count()} CPU cores, jax {versions['jax']}, torch {versions['torch']}")
+    torch_malloc = "kept" if torch_side.info["keeps_host_memory"] else "glibc default"
+    print(
+        f"\n{os.cpu_count()} CPU cores, jax {versions['jax']}, torch {versions['torch']} "
+        f"(torch malloc: {torch_malloc})"
+    )
     print_table(
         rows,
         [
@@ -262,7 +266,7 @@ def main() -> None:
             "speedup",
         ],
     )
-    write_json(args.json, {"rows": rows, **versions})
+    write_json(args.json, {"rows": rows, "torch_malloc": torch_malloc, **versions})
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ U-ViT-S train step at batch 8, 1.5 GB at batch 32). glibc serves a block that la
 on, and the kernel zeroes, the whole block again (0.8 s of system time per 4 s step at batch 32 on
 a 2-core machine). `keep_freed_host_memory()` makes malloc use one arena, never `mmap`, and never
 trim the heap, so the block is reused from step to step (4-9% faster CPU steps at batch 32,
-neutral at batch 8, dctjax's step alone in alternating processes).
+neutral at batch 8, dctjax's step alone in alternating processes). The trim threshold is -1
+(trimming off), not INT_MAX: a block over 2 GiB (JiT-B/16 at batch 8: 3.9 GB) is above INT_MAX,
+so glibc gave it back at every step and the next step faulted in ~1M pages again (3 s of system
+time, 10% of the step).
 
 The settings are process-wide and only take effect for threads that have not allocated yet: call
 it first thing in a launcher, before JAX runs anything. The cost is that freed memory stays with
@@ -41,5 +44,5 @@ def keep_freed_host_memory() -> bool:
     except (OSError, AttributeError):  # musl and others: no mallopt
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+    settings = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, -1))
     return all(mallopt(param, value) == 1 for param, value in settings)

@@ -47,6 +47,34 @@ def test_freed_block_is_reused_without_page_faults():
     assert default_faults > pages // 2  # glibc's default: a fresh mmap, faulted in again
 
 
+BREAK_PROBE = r"""
+import ctypes, sys
+from dctjax.host_memory import keep_freed_host_memory
+applied = keep_freed_host_memory() if sys.argv[1] == "1" else False
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = libc.sbrk.restype = ctypes.c_void_p
+libc.malloc.argtypes, libc.free.argtypes, libc.sbrk.argtypes = [ctypes.c_size_t], [ctypes.c_void_p], [ctypes.c_long]
+p = libc.malloc(5 << 29)  # 2.5 GiB, never touched: only the program break moves
+grown = libc.sbrk(0)
+libc.free(p)
+print(applied, p is not None and grown - libc.sbrk(0))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_block_over_2_gib_is_kept():
+    """A step's temporaries above INT_MAX bytes (JiT-B/16 at batch 8: 3.9 GB) stay with the heap.
+
+    The trim threshold is disabled (-1), not set to INT_MAX: with INT_MAX glibc returned such a
+    block to the kernel at every free and faulted it in again at the next step.
+    """
+    out = subprocess.run(
+        [sys.executable, "-c", BREAK_PROBE, "1"], capture_output=True, text=True, check=True
+    )
+    applied, shrunk_by = out.stdout.split()
+    assert applied == "True" and shrunk_by == "0"
+
+
 def test_opt_out_by_environment(monkeypatch):
     monkeypatch.setenv(host_memory.ENV, "0")
     assert host_memory.keep_freed_host_memory() is False
