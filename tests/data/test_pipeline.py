@@ -155,7 +155,10 @@ def test_workers_leave_sigterm_to_the_trainer():
     save, then stop them and free their shared-memory batches (checked in a spawned process)."""
     import multiprocessing
     import signal
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        term, intr = pool.map(_signal_dispositions, [0])[0]
+    # ProcessPoolExecutor stops its worker with a sentinel; Pool.__exit__ would SIGTERM it, which
+    # this very worker now ignores (and Pool's terminate then waits on it forever)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        term, intr = pool.submit(_signal_dispositions, 0).result(timeout=120)
     assert term == signal.SIG_IGN and intr == signal.SIG_IGN

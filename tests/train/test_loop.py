@@ -292,10 +292,25 @@ def test_relative_workdir(tmp_path, monkeypatch):
     assert int(st.step) == 4
 
 
+# Names this run's shared-memory segments /psm_k<8 hex> (Python's own are /psm_<8 hex>, and k is
+# not a hex digit), so the check below sees only them while other tests run beside it.
+SHM_TAG_SITECUSTOMIZE = """
+import multiprocessing.shared_memory
+multiprocessing.shared_memory._SHM_NAME_PREFIX = "/psm_k"
+"""
+
+
+def tagged() -> list[str]:
+    return [n for n in os.listdir("/dev/shm") if n.startswith("psm_k")]
+
+
 def test_sigterm_to_the_process_group_saves_and_leaves_no_shared_memory(tmp_path):
     """A cluster's preemption signals every process of the job: the trainer saves and exits with
     75; its grain workers (which ignore the signal) are stopped and no segment stays in /dev/shm."""
-    shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SHM_TAG_SITECUSTOMIZE)
+    path = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     work = tmp_path / "run"
     cmd = [
         sys.executable, "launch/train.py", "--config=configs/quickstart.py:runlocal",
@@ -306,19 +321,25 @@ def test_sigterm_to_the_process_group_saves_and_leaves_no_shared_memory(tmp_path
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True,
+        start_new_session=True, env={**os.environ, "PYTHONPATH": path},
     )  # fmt: skip
     deadline = time.time() + 240
     while time.time() < deadline and not (work / "checkpoints" / "10").exists():
         time.sleep(0.1)
+    has_shm = os.path.isdir("/dev/shm")
+    seen = False
+    while has_shm and time.time() < deadline and not seen:  # a batch in flight, not yet consumed
+        seen = bool(tagged())
+        time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == checkpoint.PREEMPTED_EXIT_CODE, err[-3000:]
     assert "Preempted at step" in err and "Traceback" not in err
     with checkpoint.Checkpointer(work, handle_sigterm=False) as ck:
         assert ck.latest_step() >= 10
-    if os.path.isdir("/dev/shm"):
-        assert not {n for n in set(os.listdir("/dev/shm")) - shm_before if n.startswith("psm_")}
+    if has_shm:
+        assert seen, "the run's grain workers made no tagged segment: the check would see nothing"
+        assert not tagged()
 
 
 def test_every_duration_in_steps_epochs_or_examples():
