@@ -27,6 +27,11 @@ def worker_keeps_host_memory(argv: list[str]) -> bool:
     return False
 
 
+def malloc_label(worker_info: dict) -> str:
+    """How a worker (its `info` with `keeps_host_memory`) set up malloc, for tables and JSON."""
+    return "kept" if worker_info["keeps_host_memory"] else "glibc default"
+
+
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     """Median wall time of `fn()` over `repeats` calls after `warmup` calls. `fn` must block."""
     for _ in range(warmup):

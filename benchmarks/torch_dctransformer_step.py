@@ -52,7 +52,7 @@ import os
 import sys
 import tempfile
 
-from benchmarks._timing import worker_keeps_host_memory
+from benchmarks._timing import malloc_label, worker_keeps_host_memory
 
 
 def _pin_cpus(argv: list[str]) -> None:
@@ -435,7 +435,7 @@ def main() -> None:
                 jax_side.close()
                 torch_side.close()
             versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
-            torch_malloc = "kept" if torch_side.info["keeps_host_memory"] else "glibc default"
+            torch_malloc = malloc_label(torch_side.info)
     cores = args.cpus or f"all {os.cpu_count()}"
     print(
         f"\nCPU cores: {cores}, jax {versions.get('jax')}, torch {versions.get('torch')} "

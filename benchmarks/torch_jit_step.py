@@ -22,7 +22,7 @@ import importlib.util
 import os
 import sys
 
-from benchmarks._timing import worker_keeps_host_memory
+from benchmarks._timing import malloc_label, worker_keeps_host_memory
 
 KEEPS_HOST_MEMORY = worker_keeps_host_memory(sys.argv)
 
@@ -175,7 +175,7 @@ def main() -> None:
                 jax_side.close()
                 torch_side.close()
             versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
-            torch_malloc = "kept" if torch_side.info["keeps_host_memory"] else "glibc default"
+            torch_malloc = malloc_label(torch_side.info)
             rows.append(
                 dict(setting=name, params_m=facts["params"] / 1e6, batch=int(batch),
                      sf=bool(int(args.sf)), dctjax_step_s=t["jax"], torch_step_s=t["torch"],

@@ -37,7 +37,12 @@ KEEPS_HOST_MEMORY = worker_keeps_host_memory(sys.argv)
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._timing import interleaved_median_seconds, print_table, write_json  # noqa: E402
+from benchmarks._timing import (  # noqa: E402
+    interleaved_median_seconds,
+    malloc_label,
+    print_table,
+    write_json,
+)
 from configs import dctdiff_cifar10, dctdiff_ffhq128  # noqa: E402
 from dctjax.models.uvit import UVIT_SIZES  # noqa: E402
 from dctjax.train import loop, sharding  # noqa: E402
@@ -248,7 +253,7 @@ def main() -> None:
                 )  # fmt: skip
                 print(rows[-1], flush=True)
     versions = {"jax": jax_side.info["version"], "torch": torch_side.info["version"]}
-    torch_malloc = "kept" if torch_side.info["keeps_host_memory"] else "glibc default"
+    torch_malloc = malloc_label(torch_side.info)
     print(
         f"\n{os.cpu_count()} CPU cores, jax {versions['jax']}, torch {versions['torch']} "
         f"(torch malloc: {torch_malloc})"
