@@ -41,6 +41,24 @@ def test_dense_matmul_vjp_closed_form(lead):
     assert dx.dtype == jnp.float32 and dw.dtype == jnp.float32
 
 
+@pytest.mark.parametrize("shape", [(1024, 48, 80), (1200, 80, 48), (300, 8, 5)])
+def test_cpu_kernel_gradient_is_x_transpose_g(shape):
+    """Both routes (rows >= CPU_KERNEL_GRAD_MIN_ROWS: a transposed operand first, K <= N and
+    K > N; fewer rows: the plain product) give x^T g, also through dense_matmul's VJP."""
+    m, k, n = shape
+    rng = np.random.default_rng(3)
+    x, g = rng.standard_normal((m, k)), rng.standard_normal((m, n))
+    ref = x.T @ g  # float64
+    got = jax.jit(layers.cpu_kernel_gradient)(jnp.float32(x), jnp.float32(g))
+    assert got.shape == (k, n) and got.dtype == jnp.float32
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=2e-4 * math.sqrt(m))
+    _, vjp = jax.vjp(layers.dense_matmul, jnp.float32(x.reshape(2, m // 2, k)), jnp.ones((k, n)))
+    dw = vjp(jnp.float32(g.reshape(2, m // 2, n)))[1]
+    np.testing.assert_allclose(dw, got, rtol=1e-5, atol=1e-4)
+    jaxpr = str(jax.make_jaxpr(layers.cpu_kernel_gradient)(jnp.float32(x), jnp.float32(g)))
+    assert ("optimization_barrier" in jaxpr) == (m >= layers.CPU_KERNEL_GRAD_MIN_ROWS)
+
+
 def test_dense_dot_general_routes_and_falls_back():
     rng = np.random.default_rng(1)
     x = jnp.float32(rng.standard_normal((2, 4, 6)))
