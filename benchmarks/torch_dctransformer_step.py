@@ -33,10 +33,9 @@ benchmarks/torch_step.py); `--cpus` pins both workers to the given cores. Each r
 far more than XLA's pool (a 2-thread torch step several times slower), so compare rows measured
 on an otherwise idle machine.
 
-Measured on 2 cores (Xeon, AVX-512; jax 0.10.2, torch 2.13.0+cpu, idle machine, 5 repeats):
-quickstart 1.00 s (dctjax) vs 0.82 s (torch) per step; s_1024 9.1 s vs 4.2 s. At 1024 slots
-most of the gap is attention: XLA materialises the (N, h, T, S) float32 scores in several passes,
-where torch's fused CPU SDPA kernel does a 1024-slot forward in about the time of its q k^T matmul.
+Latest figures: README, "DCTransformer against PyTorch" (2 cores, AVX-512: level at the
+quickstart's 128 slots, 1.0-1.15x at 1,024 slots). Ratios move by up to ~10% from run to run on
+a shared VM, so the README quotes several runs.
 
 `--parts=1` also times, on both sides, the loss forward alone, forward + backward (no optimiser)
 and one decoder self-attention (forward + backward of softmax(q k^T / 8 + mask) v at the setting's
