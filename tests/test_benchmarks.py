@@ -325,3 +325,24 @@ def test_quality_small_runs_apply_one_knob_each(tmp_path, monkeypatch):
     inproc = q.model_config("synthetic", "pixel", q.parse_args([f"--workdir={tmp_path}",
                                                                 "--worker_count=0"]), str(tmp_path))  # fmt: skip
     assert inproc.input.worker_count == 0
+
+
+def test_kernel_gradient_rows_compare_both_routes(tmp_path, monkeypatch, capsys):
+    """Both compiled steps run (the tiny setting's 64 rows take the routed kernel with a threshold
+    of 16), from the same state and batch: the same loss; the JSON holds one row per setting."""
+    import json
+
+    from benchmarks import kernel_gradient
+    from dctjax.models import layers
+
+    monkeypatch.setattr(layers, "CPU_KERNEL_GRAD_MIN_ROWS", 16)
+    out = tmp_path / "kg.json"
+    kernel_gradient.main(["--settings=dct_t", "--rounds=2", f"--json={out}"])
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["setting"] == "dct_t" and row["rounds"] == 2
+    assert row["routed_s"] > 0 and row["eigen_s"] > 0
+    assert row["routed_over_eigen"] == pytest.approx(row["routed_s"] / row["eigen_s"])
+    assert row["loss_routed"] == pytest.approx(row["loss_eigen"], rel=1e-5)
+    assert "routed_over_eigen" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        kernel_gradient.main(["--settings=nope"])

@@ -144,7 +144,8 @@ def cpu_kernel_gradient(x2: jax.Array, g2: jax.Array) -> jax.Array:
     N < K. Train steps,
     side by side in one process: DCTransformer quickstart (M = 2048) -3 to -4%, JiT-B/16 at batch 8
     (M = 2048) -3.5%. With fewer rows XLA overlaps the Eigen product with the input gradient on
-    the other core, and the copy does not pay (JiT-B/32 at batch 8, M = 512: +2-3%).
+    the other core, and the copy does not pay (JiT-B/32 at batch 8, M = 768: +2-3%).
+    `benchmarks/kernel_gradient.py` compares the two routes in whole train steps.
     """
     m, k = x2.shape
     n = g2.shape[1]
