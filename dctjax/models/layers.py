@@ -141,11 +141,11 @@ def cpu_kernel_gradient(x2: jax.Array, g2: jax.Array) -> jax.Array:
     So with M >= `CPU_KERNEL_GRAD_MIN_ROWS` the smaller operand is transposed first (an M x
     min(K, N) copy; the optimization barriers keep XLA from folding the transposes back into the
     product or into its consumers) and the product is row-major: x2^T @ g2, or (g2^T @ x2)^T when
-    N < K. Train steps,
-    side by side in one process: DCTransformer quickstart (M = 2048) -3 to -4%, JiT-B/16 at batch 8
-    (M = 2048) -3.5%. With fewer rows XLA overlaps the Eigen product with the input gradient on
-    the other core, and the copy does not pay (JiT-B/32 at batch 8, M = 768: +2-3%).
-    `benchmarks/kernel_gradient.py` compares the two routes in whole train steps.
+    N < K. Whole train steps, side by side (`benchmarks/kernel_gradient.py`): DCTransformer
+    quickstart (M = 2,048) -3%, at 1,024 slots -2%, U-ViT-S at batch 32 -2%, JiT-B/16 at batch 8
+    (M = 2,304) level within the noise. With fewer rows XLA overlaps the Eigen product with the
+    input gradient on the other core, and the copy does not pay (JiT-B/32 at batch 8, M = 768:
+    +2-3%).
     """
     m, k = x2.shape
     n = g2.shape[1]
