@@ -7,7 +7,7 @@ For each setting this process compiles the same train step twice: 'eigen' with e
 gradient written as x2^T @ g2 (XLA's CPU backend hands that leading-dim contraction to Eigen), and
 'routed' as dctjax runs it (with at least `CPU_KERNEL_GRAD_MIN_ROWS` rows, a transposed operand and
 YNNPACK's row-major kernel). Both steps start from the same state and batch. They run in turns
-(routed, eigen, eigen, routed, ...), not donated, so that machine-load drift hits both alike; the
+(`_timing.interleaved_median_seconds`), not donated, so that machine-load drift hits both alike; the
 table gives each median and their ratio. Effects of a few percent need ~15 rounds on a shared VM.
 
 Settings (float32, one CPU device; rows = the flattened positions each Dense layer sees):
@@ -22,13 +22,12 @@ Settings (float32, one CPU device; rows = the flattened positions each Dense lay
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import jax
 import numpy as np
 
-from benchmarks._timing import print_table, write_json
+from benchmarks._timing import interleaved_median_seconds, print_table, write_json
 from dctjax.host_memory import keep_freed_host_memory
 from dctjax.models import layers
 from dctjax.train import loop, sharding
@@ -89,14 +88,9 @@ def measure(name: str, rounds: int) -> dict:
         "routed": compiled_step(config, batch, layers.CPU_KERNEL_GRAD_MIN_ROWS),
         "eigen": compiled_step(config, batch, 2**62),
     }
-    times: dict[str, list[float]] = {k: [] for k in fns}
     losses = {k: fn() for k, fn in fns.items()}  # warm-up; the same state and batch: same loss
-    for r in range(rounds):
-        for k in fns if r % 2 == 0 else reversed(fns):
-            t = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t)
-    routed, eigen = (float(np.median(times[k])) for k in ("routed", "eigen"))
+    t = interleaved_median_seconds(fns, rounds, warmup=0)
+    routed, eigen = t["routed"], t["eigen"]
     return dict(
         setting=name, batch=int(config.batch_size), rounds=rounds, loss_routed=losses["routed"],
         loss_eigen=losses["eigen"], routed_s=routed, eigen_s=eigen,
