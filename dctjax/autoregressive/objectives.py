@@ -25,6 +25,18 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
     return lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
 
 
+LOSS_FIELDS = (
+    "target_channel", "target_position", "target_value",
+    "loss_mask", "position_loss_mask", "value_loss_mask",
+)  # fmt: skip
+
+
+def loss_slots(batch: Mapping[str, jax.Array], from_slot: int) -> dict[str, jax.Array]:
+    """The targets and loss masks (`LOSS_FIELDS`, (N, T)) of slots from_slot.. only, to pair with
+    the logits of `DCTransformer(..., from_slot=from_slot)`; the loss masks must be False before."""
+    return {k: batch[k][:, from_slot:] for k in LOSS_FIELDS}
+
+
 def slot_nll(
     logits: tuple[jax.Array, jax.Array, jax.Array], batch: Mapping[str, jax.Array]
 ) -> dict[str, jax.Array]:

@@ -86,14 +86,16 @@ class Autoregressive(base.Family):
         params: Any,
         batch: Mapping[str, jax.Array],
         dropout_key: jax.Array | None,
+        from_slot: int = 0,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """The three logits of a batch of decoder slices (the fields of `batch_spec`)."""
+        """The three logits (N, T - from_slot, K) of a batch of decoder slices (the fields of
+        `batch_spec`), for slots from_slot.. (the loss and the evaluator pass the overlap O)."""
         net = model.module(params)
         return net(
             batch["encoder_image"], batch["input_channel"], batch["input_position"],
             batch["input_value"], batch["input_mask"], batch["target_channel"],
             batch["target_position"], batch["label"] if model.num_classes else None,
-            batch["chunk_index"], dropout_key=dropout_key,
+            batch["chunk_index"], dropout_key=dropout_key, from_slot=from_slot,
         )  # fmt: skip
 
     # ---- training -------------------------------------------------------------------------------
@@ -140,8 +142,10 @@ class Autoregressive(base.Family):
         forward = self.forward
 
         def loss_fn(params, batch, key):
-            logits = forward(model, params, batch, key)
-            loss, per_example = objectives.chunk_loss(logits, batch)
+            logits = forward(model, params, batch, key, rep.overlap)  # the N_c loss slots
+            loss, per_example = objectives.chunk_loss(
+                logits, objectives.loss_slots(batch, rep.overlap)
+            )
             num_targets = jnp.sum(batch["loss_mask"]).astype(jnp.float32)
             total = sum(per_example.values())
             metrics = {

@@ -441,15 +441,26 @@ class Stack(nnx.Module):
         key_valid: jax.Array | None,
         rate: float,
         key: jax.Array | None,
+        from_slot: int = 0,
     ) -> jax.Array:
+        """h (N, T, d) -> (N, T - from_slot, d). With from_slot > 0 the sublayers after the last
+        self-attention run on slots from_slot.. only: past it no slot reads another, so slots
+        before from_slot matter only as keys of the self-attention sublayers."""
         keys = (
             [None] * len(self.sublayers)
             if key is None
             else jax.random.split(key, len(self.sublayers))
         )
-        for sub, k in zip(self.sublayers, keys, strict=True):
+        cut = self.last_self_attention() if from_slot else -1
+        for i, (sub, k) in enumerate(zip(self.sublayers, keys, strict=True)):
             h = sub(h, memory, key_valid, rate, k)
+            if i == cut:
+                h = h[:, from_slot:]
         return h
+
+    def last_self_attention(self) -> int:
+        """Index of the last self-attention sublayer (every block has at least one)."""
+        return max(i for i, sub in enumerate(self.sublayers) if sub.kind == "self")
 
     def memory_kv(self, memory: jax.Array) -> tuple:
         """Per sublayer: cross-attention keys / values of E_input (N, M, d), else None."""
@@ -493,8 +504,9 @@ class Stack(nnx.Module):
 class DCTransformer(nnx.Module):
     """The DCTransformer of one decoder slice: `model(encoder_image, input_channel, input_position,
     input_value, input_mask, target_channel, target_position, labels=None, chunk_index=None,
-    dropout_key=None)` -> float32 logits (channel (N, T, 3B^2+1), position (N, T, G_h G_w), value
-    (N, T, 2 clip+1)).
+    dropout_key=None, from_slot=0)` -> float32 logits (channel (N, T', 3B^2+1), position
+    (N, T', G_h G_w), value (N, T', 2 clip+1)) of slots from_slot..T-1, T' = T - from_slot
+    (`decode`: training asks for the N_c loss slots only and skips the overlap's last sublayers).
 
     Inputs are `chunking.make_chunk`'s fields (batched): encoder_image int (N, G_h, G_w, 3B^2);
     input_* int32 (N, T) embedding ids; input_mask bool (N, T); target_channel / target_position
@@ -708,14 +720,21 @@ class DCTransformer(nnx.Module):
         chunk_index: jax.Array | None = None,
         *,
         dropout_key: jax.Array | None = None,
+        from_slot: int = 0,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """The three decoders over a slice given E_input = `encode(...)`: the outputs
-        (H_channel, H_position, H_value), each (N, T, d), before the LN + linear heads."""
+        (H_channel, H_position, H_value), each (N, T - from_slot, d), before the LN + linear heads.
+
+        from_slot: outputs of slots from_slot.. only (training passes the overlap O: the loss lies
+        in the last N_c slots). The value decoder then runs its sublayers after the last
+        self-attention on those slots only (`Stack`); with dropout their masks are drawn for the
+        kept slots, so they differ from a from_slot = 0 pass, not in distribution."""
         k_emb, k_c, k_p, k_v = _split(dropout_key, 4)
         rate = self.dropout
+        from_slot = _checks.check_int_range(from_slot, "from_slot", 0, input_channel.shape[1] - 1)
 
-        def run(stack: Stack, h: jax.Array, key: jax.Array | None) -> jax.Array:
-            fn = layers.maybe_remat(lambda s, h, m, k: s(h, memory, m, rate, k), self.remat)
+        def run(stack: Stack, h: jax.Array, key: jax.Array | None, start: int = 0) -> jax.Array:
+            fn = layers.maybe_remat(lambda s, h, m, k: s(h, memory, m, rate, k, start), self.remat)
             return fn(stack, h, input_mask, key)
 
         e = self.channel_inputs(input_channel, input_position, input_value, labels, chunk_index)
@@ -724,9 +743,10 @@ class DCTransformer(nnx.Module):
             self.position_decoder, self.position_inputs(h_channel, target_channel), k_p
         )
         h_value = run(
-            self.value_decoder, self.value_inputs(h_position, memory, target_position), k_v
-        )
-        return h_channel, h_position, h_value
+            self.value_decoder, self.value_inputs(h_position, memory, target_position), k_v,
+            from_slot,
+        )  # fmt: skip
+        return h_channel[:, from_slot:], h_position[:, from_slot:], h_value
 
     def __call__(
         self,
@@ -741,6 +761,7 @@ class DCTransformer(nnx.Module):
         chunk_index: jax.Array | None = None,
         *,
         dropout_key: jax.Array | None = None,
+        from_slot: int = 0,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         n, t = input_channel.shape
         if t > self.num_slots:
@@ -750,7 +771,7 @@ class DCTransformer(nnx.Module):
         memory = self.encode(encoder_image, labels, k_enc)
         hs = self.decode(
             memory, input_channel, input_position, input_value, input_mask, target_channel,
-            target_position, labels, chunk_index, dropout_key=k_dec,
+            target_position, labels, chunk_index, dropout_key=k_dec, from_slot=from_slot,
         )  # fmt: skip
         return tuple(self.logits(term, h) for term, h in zip(TERMS, hs, strict=True))
 

@@ -116,6 +116,23 @@ def test_slot_nll_and_chunk_loss_match_numpy(examples, scale):
     assert (ref[3, 1:, stop_slots] == 0).all() and (ref[3, 0, stop_slots] > 0).all()
 
 
+def test_loss_slots_pair_with_logits_of_the_last_n_c_slots(examples):
+    """`loss_slots(batch, O)` with logits of slots O.. only (as `DCTransformer(from_slot=O)`
+    gives them): the same loss and per-example sums as the oracle over the whole slice."""
+    batch = make_batch(examples)
+    logits = random_logits(len(examples), 1, 1.0)
+    ref = np.stack(
+        [reference_slot_nll([x[b] for x in logits], s, i) for b, (s, i) in enumerate(examples)]
+    )  # (N, 3, T)
+    sliced = objectives.loss_slots(batch, O)
+    assert sorted(sliced) == sorted(objectives.LOSS_FIELDS)
+    assert all(v.shape == (len(examples), N_C) for v in sliced.values())
+    loss, per_example = objectives.chunk_loss(tuple(jnp.asarray(x[:, O:]) for x in logits), sliced)
+    np.testing.assert_allclose(loss, ref.sum() / np.sum(batch["loss_mask"]), rtol=1e-5)
+    for t, term in enumerate(objectives.TERMS):
+        np.testing.assert_allclose(per_example[term], ref[:, t].sum(-1), rtol=1e-5, atol=1e-4)
+
+
 def test_pad_and_overlap_slots_carry_no_loss(examples):
     """Logits of slots without a loss (overlap, PAD) may be anything, even NaN."""
     batch = make_batch(examples)

@@ -426,6 +426,43 @@ def test_a_slice_longer_than_num_slots_is_refused():
         model(jnp.zeros((n, *GRID, 3 * B * B), jnp.int32), ids, ids, ids, ids > -1, ids, ids)
 
 
+@pytest.mark.parametrize("remat", [False, True])
+def test_from_slot_equals_the_full_pass_from_that_slot(remat):
+    """Logits of `from_slot=O` (the value decoder's last cross-attention and FC sublayers on the
+    N_c loss slots only) == slots O.. of the full pass, and so do the loss and its gradient."""
+    model = tiny_model(3, value_spec=[(1, 1), (1, 2)], remat=remat)
+    examples = [chunk(codec_sequence(s), i) for s in (1, 2) for i in (1, 2, 3)]
+    batch = {k: jnp.asarray(v) for k, v in stack(examples).items()}
+    args = [batch[k] for k in FIELDS]
+    graphdef, state = nnx.split(model)
+
+    def logits(state, from_slot):
+        return nnx.merge(graphdef, state)(*args, from_slot=from_slot)
+
+    full = jax.jit(lambda s: logits(s, 0))(state)
+    cut = jax.jit(lambda s: logits(s, O))(state)
+    for a, b in zip(full, cut, strict=True):
+        assert b.shape == (len(examples), N_C, a.shape[-1])
+        np.testing.assert_allclose(b, a[:, O:], rtol=1e-5, atol=1e-5)
+
+    def loss(state, from_slot):
+        lg = logits(state, from_slot)
+        return sum(
+            jnp.sum(jnp.where(batch[m][:, from_slot:], -jax.nn.log_softmax(x)[..., 0], 0.0))
+            for x, m in zip(lg, ("loss_mask", "position_loss_mask", "value_loss_mask"), strict=True)
+        )
+
+    assert not np.any(np.asarray(batch["loss_mask"])[:, :O])  # the overlap carries no loss
+    with pytest.raises(ValueError, match="from_slot"):
+        logits(state, T)
+    if remat:  # the same sublayers, recomputed: the logits above suffice
+        return
+    g_full = jax.jit(jax.grad(lambda s: loss(s, 0)))(state)
+    g_cut = jax.jit(jax.grad(lambda s: loss(s, O)))(state)
+    for a, b in zip(jax.tree.leaves(g_full), jax.tree.leaves(g_cut), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
 def test_same_padding_matches_xla_same():
     """Against `jax.lax.padtype_to_pads` (XLA's / TensorFlow's 'SAME': output ceil(n / s),
     the odd pixel at the end) and the output size of a VALID window over the padded axis."""
