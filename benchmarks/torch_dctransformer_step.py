@@ -33,8 +33,8 @@ benchmarks/torch_step.py); `--cpus` pins both workers to the given cores. Each r
 far more than XLA's pool (a 2-thread torch step several times slower), so compare rows measured
 on an otherwise idle machine.
 
-Latest figures: README, "DCTransformer against PyTorch" (2 cores, AVX-512: level at the
-quickstart's 128 slots, 1.0-1.15x at 1,024 slots). Ratios move by up to ~10% from run to run on
+Latest figures: README, "DCTransformer against PyTorch" (2 cores, AVX-512: level to slightly
+ahead at the quickstart's 128 slots, median 1.03x; 1.04-1.27x at 1,024 slots). Ratios move by up to ~10% from run to run on
 a shared VM, so the README quotes several runs.
 
 `--parts=1` also times, on both sides, the loss forward alone, forward + backward (no optimiser)

@@ -107,12 +107,10 @@ class BitsPerSubpixel:
 
 def make_nll_fn(model: Any) -> Callable[[Any, dict[str, jax.Array]], jax.Array]:
     """(params, batch) -> (B, 3) NLL sums of each chunk, for a `TrainedModel` of the family."""
-    forward = model.family.forward
-    o = model.representation.overlap
+    loss_slot_logits = model.family.loss_slot_logits
 
     def nll_fn(params: Any, batch: dict[str, jax.Array]) -> jax.Array:
-        logits = forward(model, params, batch, None, o)  # the N_c loss slots
-        nll = objectives.slot_nll(logits, objectives.loss_slots(batch, o))
+        nll = objectives.slot_nll(*loss_slot_logits(model, params, batch, None))
         return jnp.stack([jnp.sum(nll[t], axis=-1) for t in objectives.TERMS], axis=-1)
 
     return nll_fn

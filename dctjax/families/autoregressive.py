@@ -98,6 +98,20 @@ class Autoregressive(base.Family):
             batch["chunk_index"], dropout_key=dropout_key, from_slot=from_slot,
         )  # fmt: skip
 
+    @classmethod
+    def loss_slot_logits(
+        cls,
+        model: base.TrainedModel,
+        params: Any,
+        batch: Mapping[str, jax.Array],
+        dropout_key: jax.Array | None,
+    ) -> tuple[tuple[jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]:
+        """The logits of the last N_c slots (the only ones with a loss) and their targets and loss
+        masks (`objectives.loss_slots`), for `objectives.chunk_loss` / `slot_nll`."""
+        o = model.representation.overlap
+        logits = cls.forward(model, params, batch, dropout_key, o)
+        return logits, objectives.loss_slots(batch, o)
+
     # ---- training -------------------------------------------------------------------------------
     def batch_spec(
         self, config: ml_collections.ConfigDict, model: base.TrainedModel
@@ -139,13 +153,10 @@ class Autoregressive(base.Family):
         if o.get("lr_decay") == "cosine" and not o.get("decay_steps"):
             o["decay_steps"] = self.total_steps(config, data)
         tx, lr_schedule = optim.make_optimizer(o, batch_size=int(config.batch_size))
-        forward = self.forward
+        loss_slot_logits = self.loss_slot_logits
 
         def loss_fn(params, batch, key):
-            logits = forward(model, params, batch, key, rep.overlap)  # the N_c loss slots
-            loss, per_example = objectives.chunk_loss(
-                logits, objectives.loss_slots(batch, rep.overlap)
-            )
+            loss, per_example = objectives.chunk_loss(*loss_slot_logits(model, params, batch, key))
             num_targets = jnp.sum(batch["loss_mask"]).astype(jnp.float32)
             total = sum(per_example.values())
             metrics = {
